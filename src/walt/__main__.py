@@ -1,0 +1,3 @@
+from walt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The `walt` command line (also `python -m walt`).
+
+Each subcommand validates its arguments up front and exits non-zero with a one-line reason on
+bad input; user errors never print a traceback. Heavy imports happen inside the subcommand so
+`walt --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+from walt import __version__
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit code 2."""
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register `add_args(parser)` / `run(args)` pairs for a subcommand."""
+
+    def wrap(add_args):
+        def with_run(run):
+            COMMANDS[name] = (help, add_args, run)
+            return run
+
+        return with_run
+
+    return wrap
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="walt", description="W.A.L.T video generation (Gupta et al. 2023) in PyTorch.")
+    p.add_argument("--version", action="version", version=f"walt {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_, add_args, _) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        add_args(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register_all()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _, _, run = COMMANDS[args.command]
+    try:
+        return int(run(args) or 0)
+    except UserError as e:
+        print(f"walt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"walt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _register_all() -> None:
+    """Import the modules that register subcommands (kept light: no torch at import)."""
+    from walt import commands  # noqa: F401

@@ -1,0 +1,3 @@
+"""Subcommand registrations for the `walt` CLI (argument parsing + dispatch only)."""
+
+from __future__ import annotations
