@@ -1,0 +1,28 @@
+"""Stage 2 network: the W.A.L.T window-attention diffusion transformer (SPEC §2).
+
+    from walt.denoiser import WALT
+    net = WALT.from_preset("tiny" | "L" | "XL", **overrides)
+    v = net(x, t, y=None, cond_frames=None, cond_mask=None, self_cond=None, text=None, text_mask=None)
+
+Plain PyTorch; never imports `walt.diffusion`.
+"""
+
+from walt.denoiser.attention import WindowAttention, WindowCrossAttention, resolve_window, window_partition, window_reverse
+from walt.denoiser.blocks import FinalLayer, WALTBlock
+from walt.denoiser.config import PRESETS, WALTConfig, get_preset, register_preset
+from walt.denoiser.model import WALT
+
+__all__ = [
+    "WALT",
+    "WALTConfig",
+    "WALTBlock",
+    "FinalLayer",
+    "WindowAttention",
+    "WindowCrossAttention",
+    "PRESETS",
+    "get_preset",
+    "register_preset",
+    "resolve_window",
+    "window_partition",
+    "window_reverse",
+]
