@@ -1,0 +1,159 @@
+"""The denoiser's training loss (SPEC §3; paper §3.2, §5.1).
+
+v-prediction with an UNWEIGHTED MSE, t ~ U{0, ..., T-1}, plus the three training-time
+conditioning tricks of the paper:
+
+- self-conditioning (Chen et al. 2023) with probability p_sc = 0.9: a first forward pass with a
+  zero self-cond input gives an x0 estimate; the second pass is fed stop-grad(x0 estimate)
+  (p_sc 0 -> FVD 110, 0.9 -> 61; paper Table 3);
+- frame prediction with probability p_fp (value not stated by the paper; *choice* 0.5): the
+  first 1 (image-to-video) or 2 (video prediction) latent frames are given clean through the
+  network's c_fp input; the loss ignores those frames (*choice*: the sampler pins them, see
+  `guidance.replace_context_fn`), unless `loss_on_context=True`;
+- class-label dropout to the null class with probability p_uncond (for classifier-free
+  guidance; 0 disables it).
+
+The loss only calls `net(x_t, t, y=..., cond_frames=..., cond_mask=..., self_cond=..., **extra)`
+with the keyword contract of `walt.denoiser.WALT`; it reads `net.config.self_conditioning`,
+`net.config.frame_conditioning` and `net.null_class` when present, and never imports the denoiser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from walt.diffusion.schedule import DiffusionSchedule, v_from_x0_eps, x0_from_v
+
+__all__ = ["DiffusionLossConfig", "diffusion_loss"]
+
+
+@dataclass(frozen=True)
+class DiffusionLossConfig:
+    """Probabilities of the training-time conditioning tricks (each applied per sample)."""
+
+    p_self_cond: float = 0.9  # paper: 0.9; used only if net.config.self_conditioning
+    p_frame_pred: float = 0.5  # *choice*; used only if net.config.frame_conditioning
+    context_frames: tuple[int, ...] = (1, 2)  # latent context lengths, drawn uniformly
+    p_uncond: float = 0.1  # label dropout to the null class; used only when labels are given
+    loss_on_context: bool = False  # include the (clean-given) context frames in the MSE
+
+    def __post_init__(self):
+        for name in ("p_self_cond", "p_frame_pred", "p_uncond"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        if not self.context_frames or any(k < 1 for k in self.context_frames):
+            raise ValueError(f"context_frames must be a non-empty tuple of ints >= 1, got {self.context_frames}")
+
+
+def _rand(shape, generator: torch.Generator | None, device) -> Tensor:
+    """U[0, 1) drawn from `generator` (on its own device) then moved to `device`."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def _null_class(net: nn.Module) -> int:
+    num_classes = getattr(getattr(net, "config", None), "num_classes", None)
+    if num_classes is not None and num_classes <= 0:
+        raise ValueError("labels y were given but the network is not class-conditional (config.num_classes is 0)")
+    null = getattr(net, "null_class", num_classes)
+    if null is None:
+        raise ValueError("labels y were given but the network has neither `null_class` nor `config.num_classes`")
+    return int(null)
+
+
+def diffusion_loss(
+    net: nn.Module,
+    x0: Tensor,
+    schedule: DiffusionSchedule,
+    cfg: DiffusionLossConfig | None = None,
+    y: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+    **extra,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One training loss evaluation.
+
+    Args:
+        net: the denoiser (v-prediction), called as described in the module docstring.
+        x0: clean, normalised latents (B, C, T, H, W); T = 1 for images.
+        schedule: the `DiffusionSchedule`.
+        cfg: `DiffusionLossConfig` (defaults to the paper's settings).
+        y: (B,) long class labels or None (unconditional). Dropped to `net.null_class` with
+            probability cfg.p_uncond.
+        generator: optional torch.Generator for every random draw (t, noise, coin flips).
+        t, noise: fixed timesteps (B,) / noise like x0 instead of random ones (tests, analysis).
+        **extra: passed through to `net` unchanged (e.g. text=..., text_mask=...).
+    Returns:
+        loss: scalar tensor (float32) with grad; stats: detached scalars
+        {"loss", "frac_self_cond", "frac_frame_pred", "frac_uncond"}.
+    """
+    cfg = cfg or DiffusionLossConfig()
+    if x0.ndim != 5:
+        raise ValueError(f"x0 must be latents (B, C, T, H, W), got shape {tuple(x0.shape)}")
+    B, C, T, H, W = x0.shape
+    dev = x0.device
+    net_cfg = getattr(net, "config", None)
+
+    # Diffusion: t ~ U{0..T-1}, x_t = sqrt(a) x0 + sqrt(1-a) eps, target v = sqrt(a) eps - sqrt(1-a) x0.
+    if t is None:
+        t = (_rand((B,), generator, dev) * schedule.num_timesteps).long().clamp_(max=schedule.num_timesteps - 1)
+    if noise is None:
+        if generator is None:
+            noise = torch.randn_like(x0)
+        else:
+            noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(dev)
+    a = schedule.alpha_bar(t, dev)  # (B,) float64
+    x_t = schedule.q_sample(x0, t, noise)  # (B, C, T, H, W)
+    v_target = v_from_x0_eps(x0, noise, a)
+
+    kwargs: dict = dict(extra)
+    stats: dict[str, Tensor] = {}
+
+    # Class-label dropout for classifier-free guidance.
+    if y is not None:
+        drop = _rand((B,), generator, dev) < cfg.p_uncond
+        y = torch.where(drop, torch.full_like(y, _null_class(net)), y)
+        kwargs["y"] = y
+        stats["frac_uncond"] = drop.float().mean()
+
+    # Frame prediction: the first k latent frames are given clean, with probability p_fp.
+    frame_mask = torch.zeros(B, T, device=dev, dtype=x0.dtype)  # (B, T), 1 = context frame
+    if getattr(net_cfg, "frame_conditioning", False):
+        ks = [k for k in cfg.context_frames if k < T]  # images (T = 1) cannot be predicted from context
+        if ks and cfg.p_frame_pred > 0:
+            use = _rand((B,), generator, dev) < cfg.p_frame_pred
+            pick = (_rand((B,), generator, dev) * len(ks)).long().clamp_(max=len(ks) - 1)
+            k = torch.tensor(ks, device=dev)[pick] * use  # (B,) context length, 0 = none
+            frame_mask = (torch.arange(T, device=dev)[None, :] < k[:, None]).to(x0.dtype)
+        kwargs["cond_frames"] = x0 * frame_mask[:, None, :, None, None]
+        kwargs["cond_mask"] = frame_mask
+        stats["frac_frame_pred"] = (frame_mask[:, 0] > 0).float().mean()
+
+    # Self-conditioning: x0 estimate from a zero self-cond pass, fed back as stop-grad.
+    if getattr(net_cfg, "self_conditioning", False):
+        self_cond = torch.zeros_like(x0)
+        use_sc = _rand((B,), generator, dev) < cfg.p_self_cond
+        if cfg.p_self_cond > 0 and bool(use_sc.any()):
+            with torch.no_grad():
+                v0 = net(x_t, t, self_cond=self_cond, **kwargs)
+                x0_est = x0_from_v(x_t, v0.to(x_t.dtype), a)
+            self_cond = torch.where(use_sc[:, None, None, None, None], x0_est, self_cond).detach()
+        kwargs["self_cond"] = self_cond
+        stats["frac_self_cond"] = use_sc.float().mean()
+
+    v_pred = net(x_t, t, **kwargs)  # (B, C, T, H, W)
+    if v_pred.shape != x0.shape:
+        raise ValueError(f"net returned shape {tuple(v_pred.shape)} for latents {tuple(x0.shape)}")
+
+    # Unweighted MSE over all elements of the frames that are not given as context.
+    err = (v_pred.float() - v_target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
+    weight = torch.ones_like(err) if cfg.loss_on_context else (1.0 - frame_mask.float())
+    loss = (err * weight).sum() / weight.sum().clamp(min=1.0)
+    stats["loss"] = loss.detach()
+    return loss, stats
