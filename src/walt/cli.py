@@ -63,5 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _register_all() -> None:
-    """Import the modules that register subcommands (kept light: no torch at import)."""
-    from walt import commands  # noqa: F401
+    """Register the subcommand modules of `walt.commands` (kept light: no torch at import)."""
+    from walt.commands import load_all
+
+    for name, mod in load_all().items():
+        COMMANDS[name] = (mod.HELP, mod.add_args, mod.run)

@@ -1,3 +1,0 @@
-"""Subcommand registrations for the `walt` CLI (argument parsing + dispatch only)."""
-
-from __future__ import annotations

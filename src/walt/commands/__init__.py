@@ -1,0 +1,21 @@
+"""Subcommands of the `walt` CLI.
+
+Each module here defines `HELP` (one line), `add_args(parser)` and `run(args) -> int`, and keeps
+heavy imports (torch, models) inside `run` so `walt --help` stays instant. User mistakes raise
+`walt.cli.UserError` (one line, exit code 2, no traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Order = order in `walt --help`.
+SUBCOMMANDS = {}
+
+
+def load_all():
+    """Import every subcommand module that exists; returns {name: module}."""
+    mods = {}
+    for name, module in SUBCOMMANDS.items():
+        mods[name] = importlib.import_module(f"walt.commands.{module}")
+    return mods
