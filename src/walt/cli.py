@@ -18,20 +18,8 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: reported in one line, exit code 2."""
 
 
+# name -> (help, add_args(parser), run(args) -> exit code), filled from walt.commands.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
-
-
-def command(name: str, help: str):
-    """Register `add_args(parser)` / `run(args)` pairs for a subcommand."""
-
-    def wrap(add_args):
-        def with_run(run):
-            COMMANDS[name] = (help, add_args, run)
-            return run
-
-        return with_run
-
-    return wrap
 
 
 def build_parser() -> argparse.ArgumentParser:
