@@ -10,7 +10,12 @@ from __future__ import annotations
 import importlib
 
 # Order = order in `walt --help`.
-SUBCOMMANDS = {}
+SUBCOMMANDS = {
+    "train-vae": "train_vae",
+    "encode": "encode",
+    "train": "train",
+    "sample": "sample",
+}
 
 
 def load_all():

@@ -1,0 +1,111 @@
+"""`walt encode`: run the autoencoder once over a dataset and write the latent cache (resumable).
+
+    walt encode --vae runs/vae --data builtin --out cache/videos --frames 17 --resolution 64 --num-samples 2048
+    walt encode --vae runs/vae --data builtin --frames 1 --out cache/images    # image latents (joint training)
+
+The transformer trains on the cache (`walt train --cache ...`), never on pixels. Re-running the
+same command after an interruption skips every finished shard; a cache folder made by another
+autoencoder (weights hash) or with other settings is refused before any work.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "encode a dataset into a latent cache with a trained autoencoder (resumable)"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vae", required=True, help="autoencoder checkpoint (or a train-vae run folder: uses vae_ema.safetensors)")
+    p.add_argument("--data", required=True, help="'builtin' or a video folder / .csv / UCF-101 root (images with --frames 1)")
+    p.add_argument("--out", required=True, help="cache folder")
+    p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k; 1 = images (default 17)")
+    p.add_argument("--resolution", type=int, default=128, help="square clip size in pixels (default 128)")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="clips to encode: built-in dataset size (default 1024) / first N files of a folder (default all)")
+    p.add_argument("--shard-size", type=int, default=256, help="clips per shard file, the unit of resumption")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per autoencoder call")
+    p.add_argument("--chunk-frames", type=int, default=None,
+                   help="stream long clips through the causal cache in chunks of this many frames (multiple of 4)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"], help="stored latent dtype")
+    p.add_argument("--seed", type=int, default=0, help="built-in dataset seed / clip-start seed of folders")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding the source videos")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_existing_cache(out, vae_hash: str, num_samples: int, args) -> None:
+    """Refuse, before any work, a cache folder that this command cannot resume (another VAE / settings)."""
+    import json
+
+    from walt.cli import UserError
+
+    plan = out / "plan.json"
+    if not plan.is_file():
+        if out.is_dir() and any(out.glob("shard_*.safetensors")):
+            raise UserError(f"--out {out} holds shards but no plan.json: not a walt cache; use an empty folder")
+        return
+    try:
+        old = json.loads(plan.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--out {out}: unreadable plan.json ({e}); use an empty folder") from None
+    if old.get("vae_sha256") != vae_hash:
+        raise UserError(f"--out {out} holds a latent cache made by a different autoencoder; "
+                        "use another --out (or the --vae that made it)")
+    for key, now in (("num_samples", num_samples), ("shard_size", args.shard_size), ("latent_dtype", args.dtype),
+                     ("chunk_frames", args.chunk_frames)):
+        if old.get(key) != now:
+            raise UserError(f"--out {out} was started with {key}={old.get(key)!r}, now {now!r}; "
+                            "use the same settings to resume, or another --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from walt.cli import UserError
+    from walt.commands import _common as C
+
+    # ---- 1. numbers ----
+    C.positive_int(args.shard_size, "--shard-size")
+    C.positive_int(args.batch_size, "--batch-size")
+    C.positive_int(args.workers, "--workers", minimum=0)
+    if args.num_samples is not None:
+        C.positive_int(args.num_samples, "--num-samples")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    device = C.pick_device(args.device)
+    out = C.check_out_not_file(args.out)
+
+    # ---- 2. autoencoder, then sizes that depend on it ----
+    vae, _, vae_path = C.load_vae(args.vae, device)
+    cfg = vae.config
+    C.check_frames(args.frames, cfg.temporal_factor)
+    C.check_resolution(args.resolution, cfg.spatial_factor)
+    if args.chunk_frames is not None:
+        cf = C.positive_int(args.chunk_frames, "--chunk-frames")
+        if cf % cfg.temporal_factor:
+            raise UserError(f"--chunk-frames {cf} must be a multiple of the temporal factor {cfg.temporal_factor}")
+
+    from walt.data.latent_cache import encode_dataset, vae_fingerprint
+
+    # ---- 3. data; the existing cache (if any) must be resumable ----
+    ds = C.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
+                            cfg.temporal_factor)
+    _check_existing_cache(out, vae_fingerprint(vae), len(ds), args)
+
+    # ---- 4. output folder, last ----
+    existed = out.is_dir()
+    C.writable_dir(out)
+    lat = (cfg.latent_channels, 1 + (args.frames - 1) // cfg.temporal_factor,
+           args.resolution // cfg.spatial_factor, args.resolution // cfg.spatial_factor)
+    print(f"walt encode: {C.describe_dataset(ds)} of {args.frames}x{args.resolution}x{args.resolution} "
+          f"-> latents {lat} (c, t, h, w) with {vae_path}, device {device}, into {out}")
+    with C.cleanup_if_empty(out, existed):
+        info = encode_dataset(vae, ds, out, shard_size=args.shard_size, batch_size=args.batch_size,
+                              chunk_frames=args.chunk_frames, device=device, progress=not args.no_progress,
+                              latent_dtype=args.dtype, num_workers=args.workers)
+    idx = info.index
+    resumed = f", {len(info.skipped_shards)} already done" if info.skipped_shards else ""
+    print(f"walt encode: {idx['num_samples']} latents in {idx['num_shards']} shard(s) "
+          f"({len(info.encoded_shards)} encoded now{resumed}); {idx['num_classes']} classes; "
+          f"latent std per channel {[round(s, 3) for s in idx['latent_stats']['std']]}")
+    print(f"walt encode: wrote {out / 'index.json'}")
+    return 0

@@ -1,0 +1,427 @@
+"""Latent cache: run the autoencoder once over a dataset, train the transformer on the stored latents.
+
+W.A.L.T trains its transformer on autoencoder latents (paper §3; SPEC §1-2). Encoding every clip
+at every step would cost more than the transformer itself, so the latents are computed once:
+
+    info = encode_dataset(vae, SyntheticVideos(1024), "cache/videos", shard_size=256, batch_size=8)
+    ds = LatentDataset("cache/videos")           # {"latent": (c, t, h, w) normalised, "label", "caption", "index"}
+
+Layout of a cache folder:
+    plan.json                   written first: VAE config + weight hash, dataset size, shard size, dtype
+    shard_00000.safetensors     latents (N, c, t, h, w) float16|float32, labels (N,), indices (N,);
+                                metadata: captions (JSON list), shard number, VAE hash
+    index.json                  written last (its presence means "complete"): shard list, counts,
+                                latent shape, VAE config + hash, dataset description, latent stats
+
+Every file is written atomically (temp file + rename), so an interrupted encode leaves only
+complete shards; re-running `encode_dataset` with the same VAE and dataset skips every valid
+shard and encodes the rest. A cache made by a different VAE (weights hash) is refused: latents of
+two autoencoders live in different spaces, and mixing them silently would ruin training.
+
+Images are 1-frame videos: a cache of images holds (N, c, 1, h, w) latents and works the same
+(joint image-video training uses two caches, SPEC §2).
+
+The latent statistics (per-channel mean / std, SPEC §1 "latents are normalised") are measured on
+the *stored* latents (after the float16 cast, if any), so normalisation matches what is read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from walt.autoencoder.latent_stats import LatentStats, LatentStatsAccumulator
+from walt.checkpoint import atomic_write
+from walt.config import config_to_dict
+
+__all__ = ["CACHE_FORMAT", "LatentCacheInfo", "LatentDataset", "encode_dataset", "load_cache_index", "vae_fingerprint"]
+
+CACHE_FORMAT = "walt-latent-cache/1"
+INDEX_NAME = "index.json"
+PLAN_NAME = "plan.json"
+_DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def vae_fingerprint(vae: torch.nn.Module) -> str:
+    """sha256 (hex) of the autoencoder's config and every weight (names, dtypes, shapes, bytes).
+
+    Two autoencoders with the same fingerprint produce the same latents; any retraining changes it.
+    """
+    h = hashlib.sha256()
+    cfg = getattr(vae, "config", None)
+    if cfg is not None:
+        h.update(json.dumps(config_to_dict(cfg), sort_keys=True).encode())
+    for name, t in sorted(vae.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _shard_name(i: int) -> str:
+    return f"shard_{i:05d}.safetensors"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _describe(dataset: Dataset) -> dict[str, Any]:
+    """A JSON description of the source dataset (class name, length, a few identifying attributes)."""
+    d: dict[str, Any] = {"class": type(dataset).__name__, "length": len(dataset)}
+    for key in ("seed", "num_frames", "height", "width", "as_images", "root", "class_names", "num_classes"):
+        v = getattr(dataset, key, None)
+        if isinstance(v, (int, float, str, bool)) or (isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v)):
+            d[key] = list(v) if isinstance(v, tuple) else v
+        elif isinstance(v, Path):
+            d[key] = str(v)
+    return d
+
+
+def _collate(items: list[dict]) -> dict[str, Any]:
+    videos = [it["video"] for it in items]
+    shapes = {tuple(v.shape) for v in videos}
+    if len(shapes) != 1:
+        raise ValueError(f"dataset items have different video shapes {sorted(shapes)}; resize/crop to one shape before caching")
+    return {
+        "video": torch.stack(videos),  # (B, 3, T, H, W)
+        "label": torch.tensor([int(it.get("label", -1)) for it in items], dtype=torch.long),
+        "caption": [str(it.get("caption", "")) for it in items],
+        "index": [it.get("index") for it in items],
+    }
+
+
+def _valid_shard(path: Path, shard: int, count: int, vae_hash: str) -> bool:
+    """True if `path` is a complete shard `shard` of this cache (readable, right VAE, right size)."""
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            n = f.get_slice("latents").get_shape()[0]
+            nl = f.get_slice("labels").get_shape()[0]
+            ni = f.get_slice("indices").get_shape()[0]
+        captions = json.loads(meta.get("captions", "null"))
+    except (SafetensorError, OSError, ValueError, KeyError):
+        return False
+    return (meta.get("format") == CACHE_FORMAT and meta.get("vae_sha256") == vae_hash
+            and int(meta.get("shard", -1)) == shard and n == nl == ni == count
+            and isinstance(captions, list) and len(captions) == count)
+
+
+@dataclass
+class LatentCacheInfo:
+    """What `encode_dataset` wrote (the parsed index.json) and how much of it this call encoded."""
+
+    cache_dir: Path
+    index: dict[str, Any]
+    encoded_shards: list[int]  # shards encoded by this call (the others were already complete)
+    skipped_shards: list[int]
+
+    @property
+    def stats(self) -> LatentStats:
+        return _stats_from_index(self.index)
+
+
+def _stats_from_index(index: dict[str, Any]) -> LatentStats:
+    s = index["latent_stats"]
+    return LatentStats(mean=torch.tensor(s["mean"], dtype=torch.float64),
+                       std=torch.tensor(s["std"], dtype=torch.float64), count=int(s["count"]))
+
+
+@torch.no_grad()
+def encode_dataset(
+    vae: torch.nn.Module,
+    dataset: Dataset,
+    out_dir: str | Path,
+    shard_size: int = 256,
+    batch_size: int = 8,
+    chunk_frames: int | Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    latent_dtype: str = "float16",
+    num_workers: int = 0,
+    description: dict[str, Any] | None = None,
+) -> LatentCacheInfo:
+    """Encode every item of `dataset` with `vae` (posterior means) into a sharded latent cache.
+
+    Args:
+        vae: a `CausalVAE` (anything with `encode(x, chunk_frames)` and `config`); used in eval mode.
+        dataset: items are dicts {"video": (3, T, H, W) in [-1, 1], "label": int, "caption": str,
+            "index": int}; all videos must have the same shape (images: T = 1).
+        out_dir: the cache folder (created; an existing partial cache of the same VAE is resumed).
+        shard_size: items per shard file; the unit of resumption.
+        batch_size: clips per `vae.encode` call.
+        chunk_frames: stream long clips through the causal cache (see `CausalVAE.encode`).
+        device: where to encode (default: the VAE's device). The VAE is moved there.
+        latent_dtype: "float16" (default; halves the cache) or "float32" (or "bfloat16").
+        num_workers: DataLoader workers that load / decode the source videos.
+        description: extra JSON stored as the index's "dataset" entry (default: a description
+            built from the dataset's class and attributes).
+    Returns:
+        `LatentCacheInfo` with the index and which shards this call encoded.
+    Raises:
+        ValueError: `out_dir` holds a cache from a different VAE / dataset size / shard size.
+    """
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}")
+    if latent_dtype not in _DTYPES:
+        raise ValueError(f"latent_dtype must be one of {sorted(_DTYPES)}, got {latent_dtype!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = len(dataset)
+    if n < 1:
+        raise ValueError("the dataset is empty; nothing to cache")
+    if device is not None:
+        vae = vae.to(device)
+    param = next(vae.parameters())
+    vae_hash = vae_fingerprint(vae)
+    vae_cfg = config_to_dict(vae.config) if hasattr(vae, "config") else None
+    plan = {
+        "format": CACHE_FORMAT,
+        "num_samples": n,
+        "shard_size": shard_size,
+        "latent_dtype": latent_dtype,
+        "vae_sha256": vae_hash,
+        "vae_config": vae_cfg,
+        "chunk_frames": list(chunk_frames) if isinstance(chunk_frames, (list, tuple)) else chunk_frames,
+        "dataset": description if description is not None else _describe(dataset),
+    }
+    _check_existing_plan(out_dir, plan)
+    rank, world = _rank_world()
+    index_path = out_dir / INDEX_NAME
+    num_shards = math.ceil(n / shard_size)
+    if index_path.is_file():  # complete already: verify, do nothing
+        index = load_cache_index(out_dir)
+        if all(_valid_shard(out_dir / s["file"], i, s["count"], vae_hash) for i, s in enumerate(index["shards"])):
+            return LatentCacheInfo(out_dir, index, encoded_shards=[], skipped_shards=list(range(num_shards)))
+        index_path.unlink(missing_ok=True)  # a shard went missing / corrupt: rebuild what is needed below
+    _write_json(out_dir / PLAN_NAME, plan)
+
+    # ---- encode the shards that are not complete yet (under torchrun: shard s on rank s % world) ----
+    encoded, skipped = [], []
+    was_training = vae.training
+    vae.eval()
+    bar = tqdm(total=n, disable=not progress or rank != 0, desc="encode", unit="clip", dynamic_ncols=True)
+    try:
+        for s in range(num_shards):
+            lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
+            path = out_dir / _shard_name(s)
+            if s % world != rank:
+                continue
+            if _valid_shard(path, s, hi - lo, vae_hash):
+                skipped.append(s)
+                bar.update(hi - lo)
+                continue
+            loader = DataLoader(Subset(dataset, range(lo, hi)), batch_size=batch_size, shuffle=False,
+                                num_workers=num_workers, collate_fn=_collate)
+            latents, labels, captions, indices = [], [], [], []
+            for batch in loader:
+                x = batch["video"].to(param.device, param.dtype)  # (B, 3, T, H, W)
+                z = vae.encode(x, chunk_frames=chunk_frames)  # (B, c, t, h, w)
+                latents.append(z.to("cpu", _DTYPES[latent_dtype]))
+                labels.append(batch["label"])
+                captions += batch["caption"]
+                indices += [lo + len(indices) + j if ix is None else int(ix) for j, ix in enumerate(batch["index"])]
+                bar.update(x.shape[0])
+            tensors = {"latents": torch.cat(latents).contiguous(), "labels": torch.cat(labels),
+                       "indices": torch.tensor(indices, dtype=torch.long)}
+            meta = {"format": CACHE_FORMAT, "shard": str(s), "vae_sha256": vae_hash, "captions": json.dumps(captions)}
+            atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+            encoded.append(s)
+    finally:
+        bar.close()
+        vae.train(was_training)
+    if world > 1:
+        torch.distributed.barrier()  # every shard is on disk before the statistics pass
+
+    # ---- statistics on the stored latents, then the index (its presence marks completion) ----
+    acc = LatentStatsAccumulator()
+    shards, latent_shape, labels_seen = [], None, set()
+    for s in range(num_shards):
+        lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
+        with safe_open(str(out_dir / _shard_name(s)), framework="pt") as f:
+            z = f.get_tensor("latents")
+            labels = f.get_tensor("labels")
+        if latent_shape is None:
+            latent_shape = list(z.shape[1:])
+        elif list(z.shape[1:]) != latent_shape:
+            raise ValueError(f"shard {s} has latents {list(z.shape[1:])} but shard 0 has {latent_shape}; "
+                             "all clips of a cache must have the same size")
+        acc.update(z.float())
+        labels_seen.update(labels.tolist())
+        shards.append({"file": _shard_name(s), "count": hi - lo, "start": lo})
+    stats = acc.finalize()
+    valid_labels = sorted(l for l in labels_seen if l >= 0)
+    index = {
+        **plan,
+        "num_shards": num_shards,
+        "shards": shards,
+        "latent_shape": latent_shape,  # (c, t, h, w)
+        # The source's class count when it states one (a small cache may not show every class).
+        "num_classes": max(int(plan["dataset"].get("num_classes") or 0),
+                           (max(valid_labels) + 1) if valid_labels else 0),
+        "latent_stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist(), "count": stats.count},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if rank == 0:
+        _write_json(index_path, index)
+    if world > 1:
+        torch.distributed.barrier()
+    return LatentCacheInfo(out_dir, index, encoded_shards=encoded, skipped_shards=skipped)
+
+
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _check_existing_plan(out_dir: Path, plan: dict[str, Any]) -> None:
+    """Refuse to resume a cache written with a different VAE, dataset size, shard size or dtype."""
+    path = out_dir / PLAN_NAME
+    if not path.is_file():
+        if any(out_dir.glob("shard_*.safetensors")):
+            raise ValueError(f"{out_dir} holds shards but no {PLAN_NAME}; it is not a walt cache, use an empty folder")
+        return
+    old = json.loads(path.read_text())
+    if old.get("vae_sha256") != plan["vae_sha256"]:
+        raise ValueError(f"{out_dir} holds a latent cache from a different VAE (weights hash "
+                         f"{str(old.get('vae_sha256'))[:12]} != {plan['vae_sha256'][:12]}); use another out_dir")
+    for key in ("num_samples", "shard_size", "latent_dtype", "chunk_frames"):
+        if old.get(key) != plan[key]:
+            raise ValueError(f"{out_dir} was started with {key}={old.get(key)!r}, now {key}={plan[key]!r}; "
+                             "use the same settings to resume, or another out_dir")
+
+
+def load_cache_index(cache_dir: str | Path) -> dict[str, Any]:
+    """The parsed index.json of a complete cache (ValueError naming the problem otherwise)."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / INDEX_NAME
+    if not path.is_file():
+        hint = " (encoding was interrupted: run encode_dataset / `walt encode` again, it resumes)" \
+            if (cache_dir / PLAN_NAME).is_file() else ""
+        raise ValueError(f"no complete latent cache in {cache_dir}: {INDEX_NAME} is missing{hint}")
+    index = json.loads(path.read_text())
+    if index.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path} is not a walt latent cache (format={index.get('format')!r})")
+    return index
+
+
+class LatentDataset(Dataset):
+    """A torch Dataset over a latent cache; reads only the cache (no autoencoder needed).
+
+    `ds[i]` -> {"latent": (c, t, h, w) float32 (normalised with the cache's stats when
+    `normalize`), "label": int (-1 when the source had none), "caption": str, "index": int}.
+
+    Args:
+        cache_dir: a folder written by `encode_dataset`.
+        normalize: apply (z - mean) / std with the stored per-channel statistics (SPEC §1).
+        vae: optional autoencoder (or its fingerprint string) the cache must come from; a cache
+            from another VAE is refused with a ValueError.
+        in_memory: load every shard at construction (default; a UCF-101 cache is ~200 MB in
+            float16). False memory-maps the shards and reads items on demand.
+    """
+
+    def __init__(self, cache_dir: str | Path, normalize: bool = True, vae: torch.nn.Module | str | None = None,
+                 in_memory: bool = True):
+        self.cache_dir = Path(cache_dir)
+        self.index = load_cache_index(self.cache_dir)
+        if vae is not None:
+            want = vae if isinstance(vae, str) else vae_fingerprint(vae)
+            if want != self.index["vae_sha256"]:
+                raise ValueError(f"the latent cache in {self.cache_dir} was made by a different VAE (hash "
+                                 f"{self.index['vae_sha256'][:12]} != {want[:12]}); re-encode with this VAE")
+        self.normalize = normalize
+        self.stats = _stats_from_index(self.index)
+        self.latent_shape = tuple(self.index["latent_shape"])  # (c, t, h, w)
+        self.in_memory = in_memory
+        shards = self.index["shards"]
+        self._starts = [s["start"] for s in shards]
+        self._paths = [self.cache_dir / s["file"] for s in shards]
+        self.labels = torch.empty(len(self), dtype=torch.long)
+        self.indices = torch.empty(len(self), dtype=torch.long)
+        self.captions: list[str] = []
+        latents = []
+        for path, shard in zip(self._paths, shards):
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    meta = f.metadata() or {}
+                    lo = shard["start"]
+                    self.labels[lo:lo + shard["count"]] = f.get_tensor("labels")
+                    self.indices[lo:lo + shard["count"]] = f.get_tensor("indices")
+                    if in_memory:
+                        latents.append(f.get_tensor("latents"))
+            except (SafetensorError, OSError) as e:
+                raise ValueError(f"latent cache shard {path} is missing or corrupt ({e}); re-run encode_dataset") from None
+            if meta.get("vae_sha256") != self.index["vae_sha256"]:
+                raise ValueError(f"{path} was written by a different VAE than {INDEX_NAME} says; re-encode the cache")
+            self.captions += json.loads(meta["captions"])
+        self._latents = torch.cat(latents) if in_memory else None  # (N, c, t, h, w) stored dtype
+        self._handles: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return int(self.index["num_samples"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.index.get("num_classes", 0))
+
+    @property
+    def vae_sha256(self) -> str:
+        return self.index["vae_sha256"]
+
+    @property
+    def vae_config(self) -> dict[str, Any] | None:
+        return self.index.get("vae_config")
+
+    @property
+    def is_image_cache(self) -> bool:
+        return self.latent_shape[1] == 1
+
+    def raw_latent(self, i: int) -> torch.Tensor:
+        """(c, t, h, w) float32 latent exactly as stored (not normalised)."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a cache of {len(self)} latents")
+        i %= len(self)
+        if self._latents is not None:
+            return self._latents[i].float()
+        s = next(k for k in reversed(range(len(self._starts))) if self._starts[k] <= i)
+        if s not in self._handles:
+            self._handles[s] = safe_open(str(self._paths[s]), framework="pt")
+        return self._handles[s].get_slice("latents")[i - self._starts[s]].float()
+
+    def latents(self, ids: Sequence[int] | torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """(B, c, t, h, w) float32 batch: normalised when `self.normalize` unless `raw`. Faster than stacking items."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        if self._latents is not None:
+            z = self._latents[ids].float()
+        else:
+            z = torch.stack([self.raw_latent(int(i)) for i in ids])
+        return self.stats.normalize(z) if (self.normalize and not raw) else z
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        z = self.raw_latent(int(i))
+        if self.normalize:
+            z = self.stats.normalize(z[None])[0]
+        i = int(i) % len(self)
+        return {"latent": z, "label": int(self.labels[i]), "caption": self.captions[i], "index": int(self.indices[i])}
+
+    def __getstate__(self):  # safetensors handles cannot be pickled (DataLoader workers reopen them)
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
