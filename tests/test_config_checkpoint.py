@@ -24,14 +24,16 @@ class Outer:
     inner: Inner = field(default_factory=Inner)
     window: tuple[int, int, int] = (1, 16, 16)
     rank: int | None = None
+    child: Inner | None = None
 
 
 def test_config_round_trip_json_and_yaml(tmp_path):
-    cfg = Outer(name="y", lr=3, inner=Inner(width=8, factors=(1, 2, 4)), rank=2)
+    cfg = Outer(name="y", lr=3, inner=Inner(width=8, factors=(1, 2, 4)), rank=2, child=Inner(width=2))
     d = config_to_dict(cfg)
     assert d["window"] == [1, 16, 16]
     back = config_from_dict(Outer, d)
     assert back == cfg and isinstance(back.window, tuple) and isinstance(back.lr, float)
+    assert isinstance(back.child, Inner)  # PEP 604 optional of a nested config comes back typed
     for name in ("c.yaml", "c.json"):
         dump_config(cfg, tmp_path / name)
         assert load_config(Outer, tmp_path / name) == cfg
