@@ -1,4 +1,5 @@
-"""Smoke tests of benchmarks/bench_denoiser.py: the measuring code runs and reports sane numbers.
+"""Smoke tests of walt.bench.denoiser (`benchmarks/bench_denoiser.py` wraps it): the measuring code
+runs and reports sane numbers.
 
 Timings themselves are not checked (the CI machine is shared); only that every reported quantity
 is finite and positive, that FLOPs are counted (including the CPU SDPA kernel FlopCounterMode does
@@ -8,20 +9,16 @@ not know), and that full attention costs more FLOPs than window attention.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repo root
-
-from benchmarks.bench_denoiser import (  # noqa: E402
+from walt.bench.common import count_flops
+from walt.bench.denoiser import (
     BenchSettings,
     bench_inference,
     build_walt,
-    count_flops,
     full_twin,
     markdown,
     run,

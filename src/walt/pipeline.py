@@ -82,6 +82,7 @@ def generate(
     latent_stats: Any = None,
     progress: bool = False,
     callback=None,
+    extra_cond: dict[str, Any] | None = None,
 ) -> Tensor:
     """Sample latents with the denoiser `net`.
 
@@ -102,6 +103,9 @@ def generate(
             guidance, uncond_text / uncond_text_mask are the unconditional (e.g. empty-prompt) tokens.
         latent_stats: object with normalize / denormalize: context is normalised on the way in
             and the result denormalised on the way out.
+        extra_cond: more network keyword arguments given unchanged to BOTH guidance branches,
+            batched like the sample (B, ...): e.g. the SR stages' `lowres` / `noise_level`
+            (walt.cascade.sr). Guidance never drops them.
     Returns: latents (B, C, T, H, W) in the network's dtype (raw VAE space if latent_stats given).
     """
     cfg = net.config
@@ -133,6 +137,10 @@ def generate(
             uncond["text_mask"] = None if uncond_text_mask is None else uncond_text_mask.to(device)
     if guidance_scale != 1.0 and not cond:
         raise ValueError("guidance_scale != 1 needs a condition (y or text); use guidance_scale=1.0")
+    for key, value in (extra_cond or {}).items():
+        if key in cond:
+            raise ValueError(f"extra_cond[{key!r}] clashes with a condition generate() sets itself; pass it there")
+        cond[key] = uncond[key] = value.to(device) if isinstance(value, Tensor) else value
 
     ctx_full = mask = None
     if context is not None:

@@ -11,10 +11,14 @@ import importlib
 
 # Order = order in `walt --help`.
 SUBCOMMANDS = {
+    "demo": "demo",
     "train-vae": "train_vae",
     "encode": "encode",
     "train": "train",
     "sample": "sample",
+    "eval": "eval",
+    "bench": "bench",
+    "study": "study",
 }
 
 

@@ -2,6 +2,7 @@
 
     walt encode --vae runs/vae --data builtin --out cache/videos --frames 17 --resolution 64 --num-samples 2048
     walt encode --vae runs/vae --data builtin --frames 1 --out cache/images    # image latents (joint training)
+    walt encode --vae runs/vae --data builtin --out cache/t2v --text-encoder minilm  # + caption features (text-to-video)
 
 The transformer trains on the cache (`walt train --cache ...`), never on pixels. Re-running the
 same command after an interruption skips every finished shard; a cache folder made by another
@@ -31,6 +32,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="built-in dataset seed / clip-start seed of folders")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding the source videos")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--text-encoder", default=None, metavar="SPEC",
+                   help="also cache caption features for text-to-video: minilm (offline all-MiniLM-L6-v2) or "
+                        "t5:PATH (a local T5 folder); stored in OUT/text/")
+    p.add_argument("--text-max-length", type=int, default=None, help="tokens per caption (default: the encoder's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     ds = C.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
                             cfg.temporal_factor)
     _check_existing_cache(out, vae_fingerprint(vae), len(ds), args)
+    text_encoder = _build_text_encoder(args, out, device) if args.text_encoder is not None else None
 
     # ---- 4. output folder, last ----
     existed = out.is_dir()
@@ -108,4 +114,36 @@ def run(args: argparse.Namespace) -> int:
           f"({len(info.encoded_shards)} encoded now{resumed}); {idx['num_classes']} classes; "
           f"latent std per channel {[round(s, 3) for s in idx['latent_stats']['std']]}")
     print(f"walt encode: wrote {out / 'index.json'}")
+    if text_encoder is not None:
+        from walt.text import cache_text_embeddings
+
+        with C.user_errors("--text-encoder: "):
+            tinfo = cache_text_embeddings(out, text_encoder, progress=not args.no_progress)
+        print(f"walt encode: text features {tinfo['encoder']['name']} ({tinfo['encoder']['dim']}-d, up to "
+              f"{tinfo['max_tokens']} tokens, {len(tinfo['encoded_shards'])} shard(s) encoded now) in {out / 'text'}")
     return 0
+
+
+def _build_text_encoder(args, out, device):
+    """The frozen text encoder of --text-encoder, checked against a text sidecar already in --out."""
+    import json
+
+    from walt.cli import UserError
+    from walt.commands import _common as C
+    from walt.text import build_text_encoder
+
+    kwargs = {}
+    if args.text_max_length is not None:
+        kwargs["max_length"] = C.positive_int(args.text_max_length, "--text-max-length")
+    with C.user_errors(f"--text-encoder {args.text_encoder}: "):
+        enc = build_text_encoder(args.text_encoder, device=device, **kwargs)
+    plan = out / "text" / "plan.json"
+    if plan.is_file():
+        try:
+            old = json.loads(plan.read_text()).get("encoder", {})
+        except (OSError, ValueError):
+            old = {}
+        if old.get("weights_id") != enc.weights_id:
+            raise UserError(f"--out {out}/text holds caption features of another text encoder "
+                            f"({old.get('name')!r}); delete {out}/text or use another --out")
+    return enc

@@ -4,6 +4,7 @@
     walt sample --ckpt runs/walt --vae runs/vae --out samples --class-label 3 --seeds 0,1,2 --gif
     walt sample --ckpt runs/walt --vae runs/vae --out pred --context-video clip.mp4 --context-frames 2
     walt sample --ckpt runs/walt --vae runs/vae --out long --frames 41          # 17 -> 29 -> 41
+    walt sample --ckpt runs/t2v --vae runs/vae --out t2v --prompt "a red star rotating in place" --guidance-scale 4
 
 Modes (paper §3.2 / SPEC §2): class-conditional (`--class-label K` or `--classes all`, K may be a
 class name stored with the model), unconditional (`--unconditional`, or a model without classes),
@@ -11,7 +12,10 @@ frame prediction (`--context-video FILE`: its first frame (`--context-frames 1`,
 or first 5 frames (`--context-frames 2`, video prediction) are resized + centre-cropped to the
 model's resolution, encoded, and condition the sample, which keeps them), and long videos
 (`--frames` beyond one chunk: `walt.pipeline.extend_video` re-encodes the last 5 frames as the
-context of the next chunk). Sample i uses seed i of `--seeds` (default `--seed`, `--seed`+1, ...),
+context of the next chunk), and text-to-video (`--prompt TEXT`, repeatable, for a model trained
+with `walt train --text`: the prompt is encoded by the model's text encoder, rebuilt from the spec
+stored in the checkpoint (or `--text-encoder`) and checked by its weights hash; `--guidance-scale`
+> 1 applies classifier-free guidance against the no-text branch). Sample i uses seed i of `--seeds` (default `--seed`, `--seed`+1, ...),
 so a sample does not depend on the batch it ran in.
 
 Writes one MP4 per sample at the model's fps (stored at training; default 8), optionally a GIF,
@@ -28,13 +32,18 @@ DEFAULT_FPS = 8.0  # the paper's output frame rate (SPEC §4)
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help="WALT checkpoint (or a `walt train` run folder: uses walt_ema.safetensors)")
+    p.add_argument("--ckpt", default=None,
+                   help="WALT checkpoint (or a `walt train` run folder: uses walt_ema.safetensors); required without --cascade")
     p.add_argument("--vae", required=True, help="autoencoder checkpoint (or a train-vae run folder)")
     p.add_argument("--out", required=True, help="output folder for the videos and grid.png")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--class-label", default=None, help="class index (or name) to generate")
     g.add_argument("--classes", default=None, choices=["all"], help="'all': --num-samples videos of every class")
-    g.add_argument("--unconditional", action="store_true", help="no class label (the null class)")
+    g.add_argument("--unconditional", action="store_true", help="no class label (the null class) / no text")
+    g.add_argument("--prompt", action="append", default=None, metavar="TEXT",
+                   help="text-to-video prompt (repeatable; --num-samples videos each) for a text-conditioned model")
+    p.add_argument("--text-encoder", default=None, metavar="SPEC",
+                   help="text encoder of a --prompt model (default: the one stored with it, e.g. minilm or t5:PATH)")
     p.add_argument("--num-samples", type=int, default=None,
                    help="videos (per class with --classes all); default 1, or one per --seeds entry")
     p.add_argument("--batch-size", type=int, default=8, help="videos sampled together (default 8)")
@@ -44,7 +53,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmpp"], help="default ddim (paper)")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50, paper)")
     p.add_argument("--guidance-scale", type=float, default=1.0,
-                   help="classifier-free guidance on the class; 1 = none (paper, UCF-101)")
+                   help="classifier-free guidance on the class or prompt; 1 = none (paper, UCF-101)")
     p.add_argument("--context-video", default=None, help="video file whose first frames condition the samples")
     p.add_argument("--context-frames", type=int, default=1, choices=[1, 2],
                    help="latent frames of context: 1 = first frame (image-to-video), 2 = first 5 frames")
@@ -53,6 +62,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=None, help="frame rate of the written videos (default: the model's, else 8)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF per video")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    from walt.cascade.commands import add_sample_args
+
+    add_sample_args(p)  # --cascade, --image, --sr-noise-level, --tile, --chunk-frames
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -126,6 +138,47 @@ def _read_context(path: str, frames: int, resolution: tuple[int, int]):
     return resize_center_crop(video, resolution)  # (3, F, H, W)
 
 
+def _load_text_encoder(spec, extras: dict, text_dim: int, ckpt_path, device):
+    """The model's frozen text encoder: --text-encoder SPEC or the one stored at training; weights hash checked."""
+    from walt.cli import UserError
+    from walt.commands import _common as C
+    from walt.text import build_text_encoder
+
+    stored = extras.get("text_encoder") or {}
+    spec = spec or stored.get("name")
+    if not spec:
+        raise UserError(f"--ckpt {ckpt_path} does not say which text encoder it was trained with; "
+                        "pass --text-encoder minilm or --text-encoder t5:PATH")
+    kwargs = {"max_length": int(stored["max_length"])} if stored.get("max_length") else {}
+    with C.user_errors(f"--text-encoder {spec}: "):
+        enc = build_text_encoder(spec, device=device, **kwargs)
+    if enc.dim != text_dim:
+        raise UserError(f"--text-encoder {spec} gives {enc.dim}-d features but the model takes text_dim={text_dim}; "
+                        "pass the encoder it was trained with")
+    if stored.get("weights_id") and stored["weights_id"] != enc.weights_id:
+        raise UserError(f"--text-encoder {spec} is not the text encoder --ckpt {ckpt_path} was trained with "
+                        f"(weights hash {enc.weights_id[:12]} != {stored['weights_id'][:12]}); pass that one")
+    return enc
+
+
+def _text_kwargs(encoder, prompts, guidance_scale: float, device) -> dict:
+    """generate() keyword arguments for `prompts`: text / text_mask, and the no-text branch for guidance."""
+    from walt.text import null_text
+
+    tokens, mask = encoder.encode(prompts)  # (b, L, D), (b, L)
+    kw = {"text": tokens.to(device), "text_mask": mask.to(device)}
+    if guidance_scale != 1.0:  # unconditional branch = no text tokens, as dropped captions in training
+        kw["uncond_text"], kw["uncond_text_mask"] = null_text(*tokens.shape, device=device)
+    return kw
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    """A file-name-safe short form of a prompt."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].rstrip("-") or "prompt"
+
+
 # ----------------------------------------------------------------------------- command
 
 
@@ -134,6 +187,13 @@ def run(args: argparse.Namespace) -> int:
 
     from walt.cli import UserError
     from walt.commands import _common as C
+
+    if args.cascade is not None or args.image is not None:  # text-to-video cascade / image-to-video
+        from walt.cascade.commands import run_cascade_sample
+
+        return run_cascade_sample(args)
+    if args.ckpt is None:
+        raise UserError("give --ckpt CHECKPOINT (or --cascade BASE,SR1,SR2 for the text-to-video cascade)")
 
     # ---- 1. numbers and flags ----
     seeds_arg = C.parse_int_list(args.seeds, "--seeds") if args.seeds is not None else None
@@ -176,19 +236,35 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--steps {steps} exceeds the model's {schedule.num_timesteps} diffusion timesteps; "
                         f"use 1..{schedule.num_timesteps} (the paper uses 50)")
 
-    # ---- 3. labels and seeds ----
+    # ---- 3. labels (or prompts) and seeds ----
+    prompts_arg = [str(t) for t in args.prompt] if args.prompt is not None else None
+    text_encoder = None
+    if prompts_arg is not None:
+        if cfg.text_dim == 0:
+            raise UserError(f"--prompt: --ckpt {ckpt_path} is not text-conditioned (text_dim=0); "
+                            "train one with `walt train --text`, or drop --prompt")
+        if any(not t.strip() for t in prompts_arg):
+            raise UserError("--prompt is empty; give a text such as --prompt 'a red ball bouncing around'")
+        text_encoder = _load_text_encoder(args.text_encoder, extras, cfg.text_dim, ckpt_path, device)
+    elif args.text_encoder is not None:
+        raise UserError("--text-encoder is used only with --prompt; add --prompt TEXT or drop --text-encoder")
+    elif cfg.text_dim > 0 and not args.unconditional:
+        raise UserError(f"--ckpt {ckpt_path} is a text-to-video model: give --prompt TEXT (or --unconditional)")
     names = extras.get("class_names")
     names = list(names) if isinstance(names, (list, tuple)) and len(names) == cfg.num_classes else None
-    all_classes = args.class_label is None and not args.unconditional and cfg.num_classes > 0
+    all_classes = args.class_label is None and not args.unconditional and cfg.num_classes > 0 and not prompts_arg
     if n_per is None:  # one video per seed when one class (or none) is asked for
-        n_per = len(seeds_arg) if seeds_arg is not None and not all_classes else 1
+        n_per = len(seeds_arg) if seeds_arg is not None and not all_classes and not prompts_arg else 1
     if args.class_label is not None:
         labels = [_parse_class(args.class_label, cfg.num_classes, names)] * n_per
     elif not all_classes:
         labels = [None] * n_per
     else:  # --classes all (the default for a class-conditional model)
         labels = [k for k in range(cfg.num_classes) for _ in range(n_per)]
-    if args.guidance_scale != 1.0 and labels[0] is None:
+    prompts = [t for t in prompts_arg for _ in range(n_per)] if prompts_arg else [None] * len(labels)
+    if prompts_arg:
+        labels = [None] * len(prompts)
+    if args.guidance_scale != 1.0 and labels[0] is None and prompts[0] is None:
         raise UserError("--guidance-scale != 1 guides towards a class: give --class-label or --classes all, "
                         "or use --guidance-scale 1 for unconditional samples")
     n = len(labels)
@@ -233,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
     C.writable_dir(out)
     fps = float(args.fps or extras.get("fps") or DEFAULT_FPS)
     mode = ("frame prediction from " + args.context_video if context is not None else
+            f"text-to-video ({len(prompts_arg)} prompt(s))" if prompts_arg else
             "unconditional" if labels[0] is None else f"class-conditional ({len(set(labels))} class(es))")
     print(f"walt sample: {n} video(s) of {frames}x{H}x{W}, {mode}, {args.sampler} {steps} steps, "
           f"guidance {args.guidance_scale:g}, {len(lengths)} chunk(s) each, device {device}")
@@ -250,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
             y = torch.tensor(ys, device=device) if ys[0] is not None else None
             common = dict(sampler=args.sampler, steps=steps, y=y, guidance_scale=args.guidance_scale, seeds=ss,
                           latent_stats=stats, progress=not args.no_progress)
+            if text_encoder is not None:
+                common.update(_text_kwargs(text_encoder, prompts[lo:lo + batch], args.guidance_scale, device))
             if extend:
                 start = None if context is None else context[None].expand(b, -1, -1, -1, -1).to(device)
                 video = extend_video(vae, net, schedule, start, frames, **common)  # (b, 3, frames, H, W)
@@ -265,6 +344,8 @@ def run(args: argparse.Namespace) -> int:
         paths = []
         for i, (label, seed) in enumerate(zip(labels, seeds)):
             tag = "uncond" if label is None else (names[label] if names else f"class{label}")
+            if prompts[i] is not None:
+                tag = _slug(prompts[i])
             stem = out / f"sample_{i:03d}_{tag}_seed{seed}"
             paths.append(write_mp4(stem.with_suffix(".mp4"), videos[i], fps=fps))
             if args.gif:

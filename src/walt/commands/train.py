@@ -2,12 +2,16 @@
 
     walt train --cache cache/videos --preset tiny --out runs/walt --steps 5000 --batch-size 32
     torchrun --nproc_per_node=8 -m walt train --cache cache/ucf --preset XL --out runs/xl --parallel ddp --bf16
+    walt train --cache cache/t2v --text --preset tiny --out runs/t2v       # text-to-video (needs encode --text-encoder)
 
 The network's latent size, channels and class count are taken from the cache (a `--set` of
 `in_channels`, `input_size` or `num_classes` overrides that and is checked against it). `--set KEY=VALUE`
 sets `WALTConfig` fields (e.g. `frame_conditioning=true` for frame prediction / long videos);
 `--set train.KEY=VALUE` sets `DenoiserTrainConfig` fields (nested: `train.loss.p_frame_pred=0.5`,
-`train.diffusion.num_timesteps=1000`). Under torchrun every rank runs this same command;
+`train.diffusion.num_timesteps=1000`). `--text` trains a text-conditioned model on the caption
+features cached by `walt encode --text-encoder` (text_dim from the cache, no class labels unless
+`--set num_classes=K`; captions dropped with `train.loss.p_uncond_text`, default 0.1, for
+classifier-free guidance). Under torchrun every rank runs this same command;
 `walt.train.distributed` joins the process group and only rank 0 prints and writes.
 
 Outputs: RUN_DIR/checkpoints/ (resumable with --resume; SIGTERM / Ctrl-C save a checkpoint
@@ -26,6 +30,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-cache", default=None, help="optional cache of 1-frame image latents (joint image-video training)")
     p.add_argument("--image-ratio", type=float, default=None, help="fraction of steps on image batches (default 0.5 with --image-cache)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, walt_ema.safetensors)")
+    p.add_argument("--text", action="store_true",
+                   help="text-to-video: condition on the caption features in CACHE/text (walt encode --text-encoder)")
+    p.add_argument("--stage", default="base", choices=["base", "sr"],
+                   help="base (default) or sr: a cascade super-resolution stage trained on --cache (high-res) "
+                        "conditioned on --lowres-cache (same clips at half the resolution); see walt.cascade.train_sr")
+    p.add_argument("--lowres-cache", default=None, help="--stage sr: latent cache of the same clips at half the resolution")
     p.add_argument("--preset", default="tiny", help="transformer preset: tiny | L | XL | L-k600 (default tiny)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field: KEY for the network, train.KEY for training (repeatable)")
@@ -50,12 +60,17 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _fit_to_cache(cfg, ds, explicit: set[str]):
-    """Take latent size, channels and class count from the cache unless --set gave them."""
+def _fit_to_cache(cfg, ds, explicit: set[str], text=None):
+    """Take latent size, channels and class count (and text_dim with --text) from the cache unless --set gave them."""
     from walt.config import replace_config
 
     c, t, h, w = ds.latent_shape
     overrides = {}
+    if text is not None:
+        if "text_dim" not in explicit:
+            overrides["text_dim"] = text.dim
+        if "num_classes" not in explicit:
+            cfg = replace_config(cfg, num_classes=0)  # text-to-video: the caption is the condition
     if "in_channels" not in explicit:
         overrides["in_channels"] = c
     if "input_size" not in explicit:
@@ -77,6 +92,13 @@ def _store_extras(path, extras: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     from walt.cli import UserError
     from walt.commands import _common as C
+
+    if args.stage == "sr":  # cascade super-resolution stage: its own loop (walt.cascade.train_sr)
+        from walt.cascade.train_sr import run_cli
+
+        return run_cli(args)
+    if args.lowres_cache is not None:
+        raise UserError("--lowres-cache is for --stage sr; add --stage sr or drop --lowres-cache")
 
     # ---- 1. numbers and flags ----
     steps = C.positive_int(args.steps, "--steps")
@@ -107,6 +129,15 @@ def run(args: argparse.Namespace) -> int:
 
     with C.user_errors("--cache: "):
         ds = LatentDataset(args.cache)
+    text = None
+    if args.text:
+        from walt.text import TextEmbeddings
+
+        with C.user_errors("--text: "):
+            text = TextEmbeddings(args.cache)
+        if text.vae_sha256 != ds.vae_sha256 or len(text) != len(ds):
+            raise UserError(f"--text: the caption features in {args.cache}/text belong to another latent cache; "
+                            "re-run `walt encode ... --text-encoder minilm`")
     image_ds = None
     if args.image_cache is not None:
         with C.user_errors("--image-cache: "):
@@ -122,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     with C.user_errors("--preset: "):
         net_cfg = get_preset(args.preset)
     with C.user_errors("the cache does not fit the preset: "):
-        net_cfg = _fit_to_cache(net_cfg, ds, set(model_sets))
+        net_cfg = _fit_to_cache(net_cfg, ds, set(model_sets), text)
     net_cfg = C.apply_sets(net_cfg, model_sets)
     precision = "bf16" if args.bf16 else ("fp32" if args.fp32 else "auto")
     with C.user_errors():
@@ -143,6 +174,14 @@ def run(args: argparse.Namespace) -> int:
         _check_data(ds, _Shape, "video cache")
         if image_ds is not None:
             _check_data(image_ds, _Shape, "image cache")
+    if text is not None:
+        from walt.train.denoiser import _check_text
+
+        with C.user_errors("--text: "):
+            _check_text(text, ds, _Shape)
+    elif net_cfg.text_dim > 0:
+        raise UserError(f"the network has text_dim={net_cfg.text_dim} but --text was not given; "
+                        "pass --text (with caption features in the cache) or drop text_dim")
 
     vae = None
     if args.vae is not None:
@@ -164,7 +203,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--out {out} already holds a run (newest checkpoint {last.name}); "
                             "pass --resume to continue it or choose an empty folder")
         with C.user_errors(f"cannot resume {last}: "):
-            _check_resumable(load_training_state(last), train_cfg, config_to_dict(net_cfg), ds.vae_sha256, last)
+            last_state = load_training_state(last)
+            _check_resumable(last_state, train_cfg, config_to_dict(net_cfg), ds.vae_sha256, last)
+            if (last_state.get("text_encoder") or {}).get("weights_id") != (text.weights_id if text else None):
+                raise ValueError("it was trained with other caption features (or with/without --text); "
+                                 "use the same cache and flags, or another --out")
 
     # ---- 6. devices (torchrun: join the group), then the output folder ----
     from walt.train.distributed import get_world_size, init_distributed, is_main, shutdown
@@ -190,12 +233,13 @@ def run(args: argparse.Namespace) -> int:
             n = sum(p.numel() for p in net.parameters())
             c, t, h, w = ds.latent_shape
             print(f"walt train: WALT-{args.preset} ({n / 1e6:.2f}M params, {net_cfg.depth} layers, width "
-                  f"{net_cfg.hidden_size}, {net_cfg.num_classes} classes) on {len(ds)} latents (c,t,h,w)="
+                  f"{net_cfg.hidden_size}, {net_cfg.num_classes} classes"
+                  f"{', text ' + text.encoder_name if text is not None else ''}) on {len(ds)} latents (c,t,h,w)="
                   f"{(c, t, h, w)}{' + ' + str(len(image_ds)) + ' images' if image_ds is not None else ''}, "
                   f"{steps} steps x {batch} clips, {get_world_size()} process(es), device {device}, out {out}")
         try:
             result = train_denoiser(train_cfg, net, ds, out, image_dataset=image_ds, vae=vae,
-                                    resume=args.resume, progress=not args.no_progress)
+                                    resume=args.resume, progress=not args.no_progress, text_embeddings=text)
         except NonFiniteLossError as e:
             if is_main():
                 print(f"walt train: error: {C.first_line(e)}; lower --lr or resume from the last checkpoint")

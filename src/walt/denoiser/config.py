@@ -152,3 +152,9 @@ def _xlarge() -> WALTConfig:
 def _large_k600() -> WALTConfig:
     """W.A.L.T-L for Kinetics-600 frame prediction: unconditional, with frame conditioning."""
     return WALTConfig(depth=24, hidden_size=1024, num_heads=16, num_classes=0, frame_conditioning=True)
+
+
+# The text-to-video cascade presets ("t2v-base", "t2v-base-9x16", "sr1", "sr2" and their "-tiny"
+# twins) live in walt.cascade.presets; importing it registers them here. It imports only this
+# module, and walt.cascade's package init is lazy, so there is no import cycle.
+from walt.cascade import presets as _cascade_presets  # noqa: E402,F401

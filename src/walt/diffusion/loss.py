@@ -11,7 +11,10 @@ conditioning tricks of the paper:
   network's c_fp input; the loss ignores those frames (*choice*: the sampler pins them, see
   `guidance.replace_context_fn`), unless `loss_on_context=True`;
 - class-label dropout to the null class with probability p_uncond (for classifier-free
-  guidance; 0 disables it).
+  guidance; 0 disables it);
+- text dropout with probability p_uncond_text (CFG for text-to-video, paper §5.3): the dropped
+  sample gets NO text tokens (all-False mask, zeroed features; `walt.text.null_text`), which is
+  also the unconditional branch at sampling time.
 
 The loss only calls `net(x_t, t, y=..., cond_frames=..., cond_mask=..., self_cond=..., **extra)`
 with the keyword contract of `walt.denoiser.WALT`; it reads `net.config.self_conditioning`,
@@ -38,10 +41,11 @@ class DiffusionLossConfig:
     p_frame_pred: float = 0.5  # *choice*; used only if net.config.frame_conditioning
     context_frames: tuple[int, ...] = (1, 2)  # latent context lengths, drawn uniformly
     p_uncond: float = 0.1  # label dropout to the null class; used only when labels are given
+    p_uncond_text: float = 0.1  # text dropout (all-False mask); used only when text is given
     loss_on_context: bool = False  # include the (clean-given) context frames in the MSE
 
     def __post_init__(self):
-        for name in ("p_self_cond", "p_frame_pred", "p_uncond"):
+        for name in ("p_self_cond", "p_frame_pred", "p_uncond", "p_uncond_text"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
@@ -75,6 +79,8 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     t: Tensor | None = None,
     noise: Tensor | None = None,
+    text: Tensor | None = None,
+    text_mask: Tensor | None = None,
     **extra,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One training loss evaluation.
@@ -88,10 +94,13 @@ def diffusion_loss(
             probability cfg.p_uncond.
         generator: optional torch.Generator for every random draw (t, noise, coin flips).
         t, noise: fixed timesteps (B,) / noise like x0 instead of random ones (tests, analysis).
-        **extra: passed through to `net` unchanged (e.g. text=..., text_mask=...).
+        text, text_mask: (B, L, D) text features and (B, L) bool mask (None: all tokens real), for
+            a text-conditioned network; each sample's text is dropped (mask all False, features
+            zeroed) with probability cfg.p_uncond_text.
+        **extra: passed through to `net` unchanged.
     Returns:
         loss: scalar tensor (float32) with grad; stats: detached scalars
-        {"loss", "frac_self_cond", "frac_frame_pred", "frac_uncond"}.
+        {"loss", "frac_self_cond", "frac_frame_pred", "frac_uncond", "frac_uncond_text"}.
     """
     cfg = cfg or DiffusionLossConfig()
     if x0.ndim != 5:
@@ -121,6 +130,19 @@ def diffusion_loss(
         y = torch.where(drop, torch.full_like(y, _null_class(net)), y)
         kwargs["y"] = y
         stats["frac_uncond"] = drop.float().mean()
+
+    # Text dropout for classifier-free guidance: a dropped sample attends to no text token.
+    if text is not None:
+        if text.ndim != 3 or text.shape[0] != B:
+            raise ValueError(f"text must be (B, L, D) with B={B}, got shape {tuple(text.shape)}")
+        keep = text.new_ones(text.shape[:2], dtype=torch.bool) if text_mask is None else text_mask.to(dev).bool()
+        drop_text = _rand((B,), generator, dev) < cfg.p_uncond_text  # (B,)
+        keep = keep & ~drop_text[:, None]  # (B, L)
+        kwargs["text"] = text * keep[..., None].to(text.dtype)
+        kwargs["text_mask"] = keep
+        stats["frac_uncond_text"] = drop_text.float().mean()
+    elif text_mask is not None:
+        raise ValueError("text_mask was given without text")
 
     # Frame prediction: the first k latent frames are given clean, with probability p_fp.
     frame_mask = torch.zeros(B, T, device=dev, dtype=x0.dtype)  # (B, T), 1 = context frame

@@ -90,7 +90,7 @@ _RESUMABLE_CHANGES = {
 
 LOG_COLUMNS = (
     "step", "epoch", "lr", "loss", "loss_video", "loss_image", "grad_norm", "frac_self_cond", "frac_uncond",
-    "frac_frame_pred", "tokens_per_s", "clips_per_s", "sec_per_step",
+    "frac_frame_pred", "tokens_per_s", "clips_per_s", "sec_per_step", "frac_uncond_text",
 )
 
 
@@ -256,6 +256,23 @@ def _check_data(ds, net: nn.Module, what: str) -> None:
                              "use a class-conditional cache with labels in range, or num_classes=0")
 
 
+def _check_text(text_embeddings, ds, net: nn.Module) -> dict | None:
+    """The text features must fit the network (text_dim) and the latent cache (items, VAE); returns their info."""
+    text_dim = getattr(net.config, "text_dim", 0)
+    if text_embeddings is None:
+        return None
+    if text_dim <= 0:
+        raise ValueError("text embeddings were given but the network has text_dim=0; build it with "
+                         f"text_dim={text_embeddings.dim}")
+    if text_embeddings.dim != text_dim:
+        raise ValueError(f"the text features are {text_embeddings.dim}-d but the network has text_dim={text_dim}; "
+                         f"build it with text_dim={text_embeddings.dim}")
+    if len(text_embeddings) != len(ds) or text_embeddings.vae_sha256 != ds.vae_sha256:
+        raise ValueError("the text embeddings belong to another latent cache (item count or VAE differ); "
+                         "cache them again for this one")
+    return dict(text_embeddings.encoder_info)
+
+
 def _check_resumable(state: dict, cfg: DenoiserTrainConfig, walt_config: dict, vae_hash: str, ckpt: Path) -> None:
     if state.get("walt_config") != walt_config:
         raise ValueError(f"{ckpt} was trained with a different WALT config; use a new out_dir or the same preset")
@@ -282,6 +299,7 @@ def train_denoiser(
     resume: bool = True,
     progress: bool = True,
     stop_at: int | None = None,
+    text_embeddings=None,
 ) -> DenoiserTrainResult:
     """Train the WALT denoiser `net` (on its current device) on a latent cache for `cfg.steps` steps.
 
@@ -301,6 +319,10 @@ def train_denoiser(
         progress: tqdm bar on rank 0 (loss, tokens/s).
         stop_at: end this call (with a checkpoint) once this many steps are done, keeping the
             schedule of `cfg.steps` (time-limited jobs; the next call resumes).
+        text_embeddings: optional `walt.text.TextEmbeddings` of `latent_dataset` (its caption
+            features, same item order) for a text-conditioned network (config.text_dim > 0):
+            video batches get text / text_mask, dropped with cfg.loss.p_uncond_text for
+            classifier-free guidance. Image batches (joint training) get no text.
     Returns:
         `DenoiserTrainResult`.
     Raises:
@@ -321,6 +343,7 @@ def train_denoiser(
         _check_data(image_dataset, net, "image cache")
         if image_dataset.vae_sha256 != vae_hash:
             raise ValueError("the image cache was encoded by a different VAE than the video cache; re-encode it")
+    text_info = _check_text(text_embeddings, latent_dataset, net)
     if vae is not None:
         from walt.data.latent_cache import vae_fingerprint
 
@@ -350,6 +373,9 @@ def train_denoiser(
             raise ValueError(f"{ckpt_dir} already holds checkpoints; pass resume=True or choose an empty out_dir")
         state = load_training_state(last_ckpt)
         _check_resumable(state, cfg, walt_config, vae_hash, last_ckpt)
+        if (state.get("text_encoder") or {}).get("weights_id") != (text_info or {}).get("weights_id"):
+            raise ValueError(f"{last_ckpt} was trained with other text features (or with/without text); "
+                             "use a new out_dir or the same text embeddings")
         video_sampler.load_state_dict(state["data"]["video"])
         if image_sampler is not None and state["data"].get("image") is not None:
             image_sampler.load_state_dict(state["data"]["image"])
@@ -396,6 +422,7 @@ def train_denoiser(
             "cache": {"vae_sha256": vae_hash, "dir": str(latent_dataset.cache_dir),
                       "image_dir": str(image_dataset.cache_dir) if use_images else None},
             "world_size": world,
+            "text_encoder": text_info,
             "model": gather_model_state(model),
             "ema": {"decay": ema.decay, "num_updates": ema.num_updates, "shadow": gather_model_state(ema.module)},
             "optimizer": gather_optimizer_state(model, opt),
@@ -428,6 +455,9 @@ def train_denoiser(
                 epoch = sampler.epoch
                 z = stats.normalize(ds.latents(ids, raw=True))  # (B_rank, c, t, h, w), video stats for both
                 y = ds.labels[ids] if use_labels else None
+                txt = msk = None
+                if text_embeddings is not None and not image_step:
+                    txt, msk = text_embeddings.batch(ids)  # (B_rank, L, D), (B_rank, L)
                 micro = len(ids) // cfg.grad_accum
                 lr_now = opt.param_groups[0]["lr"]
 
@@ -438,10 +468,13 @@ def train_denoiser(
                 for m in range(cfg.grad_accum):
                     zb = z[m * micro:(m + 1) * micro].to(device)
                     yb = y[m * micro:(m + 1) * micro].to(device) if y is not None else None
+                    text_kw = {} if txt is None else {"text": txt[m * micro:(m + 1) * micro].to(device),
+                                                      "text_mask": msk[m * micro:(m + 1) * micro].to(device)}
                     gen = torch.Generator(device=device).manual_seed(_loss_seed(cfg.seed, step, rank, m))
                     with no_grad_sync(model, enabled=m < cfg.grad_accum - 1):
                         with autocast:
-                            loss, st = diffusion_loss(loss_net, zb, schedule, cfg.loss, y=yb, generator=gen)
+                            loss, st = diffusion_loss(loss_net, zb, schedule, cfg.loss, y=yb, generator=gen,
+                                                      **text_kw)
                         (loss / cfg.grad_accum).backward()
                     loss_sum += loss.detach().float()
                     for k, v in st.items():
@@ -484,7 +517,8 @@ def train_denoiser(
                     last_ckpt = save(done)
                 if cfg.sample_every and done % cfg.sample_every == 0:
                     _write_samples(ema.module, schedule, stats, out_dir / "samples", done, cfg, vae,
-                                   sample_on_all_ranks=cfg.parallel == "fsdp" and world > 1)
+                                   sample_on_all_ranks=cfg.parallel == "fsdp" and world > 1,
+                                   text_embeddings=text_embeddings)
                 pbar.update(1)
                 completed = done
                 if interrupted:
@@ -500,6 +534,8 @@ def train_denoiser(
     # ---- export the final networks (raw and EMA), in the WALT.save format ----
     extra = {"step": cfg.steps, "train_config": config_to_dict(cfg), "diffusion_config": config_to_dict(cfg.diffusion),
              "latent_stats": stats.to_dict(), "vae_sha256": vae_hash}
+    if text_info is not None:
+        extra["text_encoder"] = text_info
     model_path, ema_path = out_dir / "walt.safetensors", out_dir / "walt_ema.safetensors"
     raw_state, ema_state = gather_model_state(model), gather_model_state(ema.module)
     if is_main():
@@ -512,7 +548,8 @@ def train_denoiser(
 
 @torch.no_grad()
 def _write_samples(ema_net: nn.Module, schedule: DiffusionSchedule, stats: LatentStats, folder: Path, step: int,
-                   cfg: DenoiserTrainConfig, vae: nn.Module | None, sample_on_all_ranks: bool) -> None:
+                   cfg: DenoiserTrainConfig, vae: nn.Module | None, sample_on_all_ranks: bool,
+                   text_embeddings=None) -> None:
     """DDIM samples of the EMA model (fixed seeds and labels, so runs are comparable over time).
 
     Writes samples/step_XXXXXXXX.safetensors (raw-space latents) and, with a VAE, a frame-grid
@@ -530,8 +567,12 @@ def _write_samples(ema_net: nn.Module, schedule: DiffusionSchedule, stats: Laten
     n = cfg.sample_clips
     device = next(ema_net.parameters()).device
     y = torch.arange(n, device=device) % c.num_classes if c.num_classes > 0 else None
+    text = {}
+    if text_embeddings is not None:  # the captions of the first n cache items
+        tok, msk = text_embeddings.batch(torch.arange(n) % len(text_embeddings))
+        text = {"text": tok.to(device), "text_mask": msk.to(device)}
     z = generate(ema_net, schedule, (n, c.in_channels, *c.input_size), sampler="ddim", steps=cfg.sample_steps,
-                 y=y, seeds=list(range(n)), latent_stats=stats)  # (n, c, T, h, w) raw VAE space
+                 y=y, seeds=list(range(n)), latent_stats=stats, **text)  # (n, c, T, h, w) raw VAE space
     if is_main():
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"step_{step:08d}"

@@ -1,0 +1,485 @@
+"""Denoiser throughput: W.A.L.T window attention vs its full-attention twin vs diffusers' Latte.
+
+Three measurements, one run, one device (issue #3, Benchmark section):
+
+1. **Training step** (forward + backward + AdamW step through `walt.diffusion.diffusion_loss`,
+   v-prediction MSE, class-conditional as in the paper's UCF-101 window ablation) of the window
+   model and its `attention="full"` twin, which has the same config except `attention` and the
+   same weights (every tensor whose shape matches is copied; only the relative-position tables,
+   sized by the window, differ). Paper §5.3 / SPEC §5: 5x8x8 windows 2.00 vs full 1.20 steps/s.
+   Reported: steps/s, tokens/s, ratio window/full, and the model FLOP utilisation (MFU):
+   FLOPs of one step counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls and
+   attention, fwd + bwd; elementwise ops and the optimizer are not counted, the usual convention)
+   x steps/s / the machine's measured dense matmul peak in the same dtype (`matmul_peak_gflops`).
+2. **Forward** throughput of the window model vs diffusers' `LatteTransformer3DModel` at the same
+   width, depth, heads and token count (both text-conditioned, see below).
+3. **Sampling**: seconds per DDIM step and per clip (`walt.diffusion.sample_ddim`, the same
+   sampler loop for both networks), ratio walt/latte.
+
+Layouts (latent T x H x W, patch p = 1, so tokens = T*H*W per clip):
+  paper  5x16x16 (17x128x128 video), spatial window 1x16x16 (a whole frame), spatiotemporal 5x8x8
+  sr     5x32x56 (an SR-like 2x layout), spatial window 1x32x56 (a whole frame, as the paper's SR
+         stages use), spatiotemporal 5x8x8 (the paper's default; 8 divides 32 and 56)
+  tiny   5x8x8, windows 1x8x8 / 5x4x4 (smoke tests only)
+
+Matching Latte (diffusers 0.42): Latte's `num_layers` counts (spatial, temporal) block PAIRS,
+i.e. 2 * num_layers transformer blocks, so num_layers = depth / 2 matches W.A.L.T's `depth`
+alternating blocks. attention_head_dim = width / heads, cross_attention_dim = width,
+activation "gelu-approximate" (W.A.L.T's 4x GELU(tanh) MLP; Latte's default GEGLU would be ~1.5x
+the MLP FLOPs), attention_bias=True (W.A.L.T's qkv have biases), norm_type "ada_norm_single",
+video_length = T, sample_size = H (a non-square H x W gets Latte's on-the-fly sin-cos table).
+Latte cannot run without a caption (its spatial blocks cross-attend), so this section gives both
+networks the same `--text-tokens` random caption tokens of `--text-dim` features, and W.A.L.T is
+built text-conditioned with cross-attention in its spatial layers (`cross_attention="spatial"`,
+the paper's joint image/video setting), no class labels. Architectural differences that remain
+(and are the point): W.A.L.T's spatiotemporal layers attend over 5x8x8 = 320-token windows where
+Latte's temporal layers attend over T = 5 tokens; W.A.L.T's cross-attention keys are window +
+text tokens, Latte's are text tokens only; W.A.L.T has qk-norm, relative position bias and
+AdaLN-LoRA; Latte has PixArt's per-block scale-shift tables.
+
+    python -m walt.bench.denoiser                        # CPU: reduced size, a few minutes
+    python -m walt.bench.denoiser --device cuda          # GPU: W.A.L.T-L size (1024/24/16)
+    python -m walt.bench.denoiser --width 1024 --depth 24 --heads 16 --batch 8 --sr-batch 1
+
+Defaults: on CUDA the paper's L size, batch 8 (paper layout) / 1 (sr), bf16 autocast, 20 timed
+training steps, 50 DDIM steps; on CPU width 256, depth 4, heads 4, batch 1, bf16 autocast,
+3 timed training steps, 5 DDIM steps (the table says which was used). The first step of each
+case runs under FlopCounterMode and doubles as the warm-up. On CPU the default run needs ~440
+CPU-seconds (~4 min on an idle 2-core machine) and ~12 GB peak RSS, almost all of it the sr
+full-attention twin (its (heads, 8960, 8960) relative-bias tensors and indices); `--layouts paper`
+takes under a minute. On GPU, the sr full-attention twin at L size with the relative bias on is
+estimated (not yet run) not to fit in 80 GB (24 layers x a 16 x 8960^2 bias); an OOM is reported as
+"out of memory" and the run goes on. Add `--no-rel-pos-bias` to measure it (both twins then run
+without the bias).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from walt.bench.common import count_flops, machine, matmul_peak_gflops, sync, time_fn
+
+# Latent layouts: (T, H, W) latents and the two window kinds, in tokens (p = 1).
+LAYOUTS: dict[str, dict[str, tuple[int, int, int]]] = {
+    "paper": {"input_size": (5, 16, 16), "spatial_window": (1, 16, 16), "spatiotemporal_window": (5, 8, 8)},
+    "sr": {"input_size": (5, 32, 56), "spatial_window": (1, 32, 56), "spatiotemporal_window": (5, 8, 8)},
+    "tiny": {"input_size": (5, 8, 8), "spatial_window": (1, 8, 8), "spatiotemporal_window": (5, 4, 4)},
+}
+PAPER_STEPS_PER_S = {"window_5x8x8": 2.00, "full": 1.20}  # W.A.L.T Table (window ablation), TPU
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything one benchmark run depends on (written into the JSON)."""
+
+    device: str = "cpu"
+    dtype: str = "bf16"  # "bf16": bf16 autocast with fp32 weights; "fp32": plain fp32
+    width: int = 256
+    depth: int = 4
+    heads: int = 4
+    batch: int = 1  # clips per step at the paper / tiny layouts
+    sr_batch: int = 1  # clips per step at the sr layout
+    layouts: tuple[str, ...] = ("paper", "sr")
+    steps: int = 3  # timed training steps (median of these)
+    repeats: int = 3  # timed forward passes (median)
+    sample_steps: int = 5  # DDIM steps per clip
+    text_tokens: int = 16
+    text_dim: int = 384  # caption feature size (all-MiniLM-L6-v2's 384 in this project)
+    rel_pos_bias: bool = True  # False: no relative bias (flash-eligible SDPA on GPU)
+    self_cond: bool = False  # add the self-conditioning no-grad pass to every training step
+    latte: bool = True
+    train: bool = True
+    peak_n: int = 2048  # matrix size of the matmul-peak measurement
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("bf16", "fp32"):
+            raise ValueError(f"dtype must be 'bf16' or 'fp32', got {self.dtype!r}")
+        unknown = [l for l in self.layouts if l not in LAYOUTS]
+        if unknown:
+            raise ValueError(f"unknown layout(s) {unknown}; choose from {sorted(LAYOUTS)}")
+        if self.width % self.heads:
+            raise ValueError(f"--width {self.width} is not divisible by --heads {self.heads}")
+        if self.latte and self.depth % 2:
+            raise ValueError(f"--depth {self.depth} must be even to match Latte's (spatial, temporal) pairs")
+        for key in ("width", "depth", "heads", "batch", "sr_batch", "steps", "repeats", "sample_steps", "text_tokens"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
+
+    def batch_for(self, layout: str) -> int:
+        return self.sr_batch if layout == "sr" else self.batch
+
+
+def default_settings(device: str) -> dict[str, Any]:
+    """Paper L size on GPU; a reduced size that finishes in minutes on a 2-core CPU."""
+    if device.startswith("cuda"):
+        return dict(width=1024, depth=24, heads=16, batch=8, sr_batch=1, steps=20, repeats=10,
+                    sample_steps=50, peak_n=8192)
+    return dict(width=256, depth=4, heads=4, batch=1, sr_batch=1, steps=3, repeats=3, sample_steps=5, peak_n=2048)
+
+
+# --- building the three networks -------------------------------------------------------------
+
+
+def build_walt(s: BenchSettings, layout: str, attention: str = "window", text: bool = False):
+    """W.A.L.T at the requested width/depth/heads (the L preset's other choices: AdaLN-LoRA r=2,
+    qk-norm, self-conditioning input); class-conditional (101 classes) or text-conditioned."""
+    from walt.denoiser import WALT
+
+    cond = dict(num_classes=0, text_dim=s.text_dim, cross_attention="spatial") if text else {}
+    return WALT.from_preset(
+        "L", hidden_size=s.width, depth=s.depth, num_heads=s.heads, attention=attention,
+        rel_pos_bias=s.rel_pos_bias, **LAYOUTS[layout], **cond,
+    )
+
+
+def full_twin(net):
+    """The `attention="full"` twin of a window WALT with the same weights -> (twin, n_not_copied)."""
+    from walt.config import replace_config
+    from walt.denoiser import WALT
+
+    twin = WALT(replace_config(net.config, attention="full"))
+    own = twin.state_dict()
+    shared = {k: v for k, v in net.state_dict().items() if k in own and own[k].shape == v.shape}
+    twin.load_state_dict(shared, strict=False)
+    return twin, len(own) - len(shared)  # the rest: relative-position tables sized by the window
+
+
+def build_latte(s: BenchSettings, layout: str):
+    """diffusers' LatteTransformer3DModel matched to W.A.L.T's width, depth, heads, tokens."""
+    from diffusers import LatteTransformer3DModel
+
+    t, h, _ = LAYOUTS[layout]["input_size"]
+    return LatteTransformer3DModel(
+        num_attention_heads=s.heads,
+        attention_head_dim=s.width // s.heads,
+        in_channels=8,  # W.A.L.T's latent channels c (the L preset)
+        out_channels=8,
+        num_layers=s.depth // 2,  # pairs of (spatial, temporal) blocks
+        cross_attention_dim=s.width,
+        attention_bias=True,
+        sample_size=h,
+        patch_size=1,
+        activation_fn="gelu-approximate",
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        caption_channels=s.text_dim,
+        video_length=t,
+    )
+
+
+def n_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+def _autocast(s: BenchSettings):
+    dev = torch.device(s.device).type
+    return torch.autocast(dev, dtype=torch.bfloat16) if s.dtype == "bf16" else nullcontext()
+
+
+def _cleanup(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _extra_warmup(device: torch.device) -> int:
+    """Untimed runs after the FLOP-counted one: one more on GPU (cuBLAS / SDPA autotuning), none on CPU."""
+    return 1 if device.type == "cuda" else 0
+
+
+def _guard(row: dict, device: torch.device, fn: Callable[[], dict]) -> dict:
+    """Run one case; a CUDA out-of-memory becomes an `error` entry instead of ending the run."""
+    try:
+        return {**row, **fn()}
+    except torch.OutOfMemoryError:
+        _cleanup(device)
+        return {**row, "error": "out of memory"}
+
+
+def bench_train(s: BenchSettings, net, layout: str, peak_gflops: float) -> dict:
+    """Median seconds of forward + backward + AdamW step on random latents, plus FLOPs and MFU."""
+    from walt.diffusion import DiffusionLossConfig, DiffusionSchedule, diffusion_loss
+
+    device = torch.device(s.device)
+    b = s.batch_for(layout)
+    t, h, w = LAYOUTS[layout]["input_size"]
+    net = net.to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=5e-4, fused=device.type == "cuda")  # paper: AdamW 5e-4
+    schedule = DiffusionSchedule()
+    # p_uncond = 0: label dropout only changes which embedding row is read, not the cost.
+    loss_cfg = DiffusionLossConfig(p_self_cond=1.0 if s.self_cond else 0.0, p_uncond=0.0)
+    x0 = torch.randn(b, net.config.in_channels, t, h, w, device=device)  # (B, C, T, H, W)
+    y = torch.randint(0, max(net.config.num_classes, 1), (b,), device=device) if net.config.num_classes else None
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with _autocast(s):
+            loss, _ = diffusion_loss(net, x0, schedule, loss_cfg, y=y)
+        loss.backward()
+        opt.step()
+
+    _reset_peak(device)
+    flops = count_flops(step)  # also the warm-up step (optimizer state, allocator, kernel choice)
+    sec = time_fn(step, device, repeats=s.steps, warmup=_extra_warmup(device))
+    peak = _peak_mb(device)
+    tokens = b * t * h * w
+    achieved = flops / sec / 1e9
+    return {
+        "batch": b, "tokens_per_step": tokens, "params": n_params(net), "seconds_per_step": sec,
+        "steps_per_s": 1 / sec, "tokens_per_s": tokens / sec, "gflop_per_step": flops / 1e9,
+        "achieved_gflops": achieved, "mfu": achieved / peak_gflops, "peak_mb": peak,
+    }
+
+
+def walt_model_fn(s: BenchSettings, net, text: torch.Tensor):
+    """The sampler's `model_fn(x_t, t, self_cond) -> v` for a text-conditioned WALT (autocast as set)."""
+
+    def model_fn(x, t, self_cond=None):
+        with _autocast(s):
+            return net(x, t, self_cond=self_cond, text=text).float()
+
+    return model_fn
+
+
+def latte_model_fn(s: BenchSettings, net, text: torch.Tensor):
+    """The same for Latte (`timestep`, `encoder_hidden_states`), output (B, C, T, H, W) float32."""
+
+    def model_fn(x, t, self_cond=None):  # Latte has no self-conditioning input
+        with _autocast(s):
+            return net(x, timestep=t, encoder_hidden_states=text, return_dict=False)[0].float()
+
+    return model_fn
+
+
+def bench_inference(s: BenchSettings, net, model_fn_factory, layout: str) -> dict:
+    """Forward throughput (median of `repeats`) and one DDIM sampling run of `sample_steps` steps."""
+    from walt.diffusion import DiffusionSchedule, sample_ddim, seeded_noise
+
+    device = torch.device(s.device)
+    b = s.batch_for(layout)
+    t, h, w = LAYOUTS[layout]["input_size"]
+    net = net.to(device).eval()
+    gen = torch.Generator().manual_seed(0)
+    text = torch.randn(b, s.text_tokens, s.text_dim, generator=gen).to(device)  # (B, L, text_dim)
+    model_fn = model_fn_factory(s, net, text)
+    x = seeded_noise((b, net.config.in_channels, t, h, w), [0] * b, device=device)  # (B, C, T, H, W)
+    tt = torch.full((b,), 999, dtype=torch.long, device=device)
+    tokens = b * t * h * w
+    _reset_peak(device)
+    with torch.no_grad():
+        flops = count_flops(lambda: model_fn(x, tt))  # also the warm-up pass
+        fwd = time_fn(lambda: model_fn(x, tt), device, repeats=s.repeats, warmup=_extra_warmup(device))
+        sync(device)
+        t0 = time.perf_counter()
+        sample = sample_ddim(model_fn, x, DiffusionSchedule(), steps=s.sample_steps)
+        sync(device)
+        sampling = time.perf_counter() - t0
+    if not torch.isfinite(sample).all():
+        raise RuntimeError(f"{type(net).__name__} produced a non-finite sample at layout {layout!r}")
+    return {
+        "batch": b, "tokens_per_forward": tokens, "params": n_params(net), "gflop_per_forward": flops / 1e9,
+        "forward_s": fwd, "forward_tokens_per_s": tokens / fwd, "sample_steps": s.sample_steps,
+        "s_per_step": sampling / s.sample_steps, "s_per_clip": sampling / b, "peak_mb": _peak_mb(device),
+    }
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def run(s: BenchSettings, log: Callable[[str], None] = print, peak_gflops: float | None = None) -> dict:
+    """All measurements of one run -> a JSON-able dict (the CLI writes it; tests call it tiny).
+
+    `peak_gflops`: the matmul peak in `s.dtype` if already measured (`walt bench` measures it once).
+    """
+    device = torch.device(s.device)
+    dtype = torch.bfloat16 if s.dtype == "bf16" else torch.float32
+    torch.manual_seed(0)
+    if peak_gflops is None:
+        peak = matmul_peak_gflops(device, dtype, n=s.peak_n)
+        log(f"matmul peak ({s.dtype}, n={s.peak_n}): {peak:.0f} GFLOP/s")
+    else:
+        peak = peak_gflops
+    result: dict[str, Any] = {
+        "machine": machine(), "date": time.strftime("%Y-%m-%d"), "settings": dataclasses.asdict(s),
+        "matmul_peak_gflops": peak, "train": [], "inference": [], "ratios": {},
+    }
+    for layout in s.layouts:
+        base = {"layout": layout, "grid": LAYOUTS[layout]["input_size"]}
+        if s.train:
+            window = build_walt(s, layout, "window")
+            full, not_copied = full_twin(window)
+            rows = {}
+            for name, net in (("walt-window", window), ("walt-full", full)):
+                row = _guard({**base, "model": name}, device, lambda: bench_train(s, net, layout, peak))
+                if name == "walt-full":
+                    row["tensors_not_shared_with_window"] = not_copied
+                rows[name] = row
+                result["train"].append(row)
+                log(_train_line(row))
+            del window, full
+            _cleanup(device)
+            if all("error" not in r for r in rows.values()):
+                ratio = rows["walt-window"]["steps_per_s"] / rows["walt-full"]["steps_per_s"]
+                result["ratios"][f"train_window_over_full[{layout}]"] = ratio
+        if s.latte:
+            rows = {}
+            for name, build, factory in (
+                ("walt-window+text", lambda: build_walt(s, layout, "window", text=True), walt_model_fn),
+                ("latte", lambda: build_latte(s, layout), latte_model_fn),
+            ):
+                net = build()
+                row = _guard({**base, "model": name}, device, lambda: bench_inference(s, net, factory, layout))
+                rows[name] = row
+                result["inference"].append(row)
+                log(_inference_line(row))
+                del net
+                _cleanup(device)
+            if all("error" not in r for r in rows.values()):
+                w, l = rows["walt-window+text"], rows["latte"]
+                result["ratios"][f"forward_walt_over_latte[{layout}]"] = w["forward_tokens_per_s"] / l["forward_tokens_per_s"]
+                result["ratios"][f"sampling_walt_over_latte[{layout}]"] = l["s_per_clip"] / w["s_per_clip"]
+    return result
+
+
+def _train_line(r: dict) -> str:
+    if "error" in r:
+        return f"train {r['layout']:6s} {r['model']:18s} {r['error']}"
+    return (f"train {r['layout']:6s} {r['model']:18s} {r['steps_per_s']:7.3f} steps/s {r['tokens_per_s']:10.0f} tok/s "
+            f"{r['gflop_per_step']:9.1f} GFLOP/step  MFU {100 * r['mfu']:5.1f}%")
+
+
+def _inference_line(r: dict) -> str:
+    if "error" in r:
+        return f"infer {r['layout']:6s} {r['model']:18s} {r['error']}"
+    return (f"infer {r['layout']:6s} {r['model']:18s} fwd {r['forward_tokens_per_s']:10.0f} tok/s "
+            f"({r['gflop_per_forward']:.1f} GFLOP)  DDIM {r['s_per_step']:.3f} s/step {r['s_per_clip']:.2f} s/clip")
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def markdown(result: dict) -> str:
+    """The tables for BENCHMARKS.md."""
+    s = result["settings"]
+    prec = "bf16 autocast" if s["dtype"] == "bf16" else "fp32"
+    lines = [
+        f"Machine: {result['machine']}. Width {s['width']}, depth {s['depth']}, heads {s['heads']}, {prec}, "
+        f"batch {s['batch']} (sr: {s['sr_batch']}), relative bias {'on' if s['rel_pos_bias'] else 'off'}, "
+        f"self-cond pass {'on' if s['self_cond'] else 'off'}; matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s.",
+        "",
+    ]
+    if result["train"]:
+        lines += [
+            "| layout (T×H×W) | model | steps/s | tokens/s | GFLOP/step | MFU | window/full |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in result["train"]:
+            grid = "×".join(map(str, r["grid"]))
+            if "error" in r:
+                lines.append(f"| {r['layout']} ({grid}) | {r['model']} | {r['error']} | | | | |")
+                continue
+            ratio = result["ratios"].get(f"train_window_over_full[{r['layout']}]") if r["model"] == "walt-full" else None
+            lines.append(
+                f"| {r['layout']} ({grid}) | {r['model']} | {r['steps_per_s']:.3f} | {r['tokens_per_s']:.0f} | "
+                f"{r['gflop_per_step']:.1f} | {100 * r['mfu']:.1f}% | {_fmt(ratio, '.2f')} |"
+            )
+        paper = PAPER_STEPS_PER_S["window_5x8x8"] / PAPER_STEPS_PER_S["full"]
+        lines += ["", f"Paper (TPU, L): window 5×8×8 2.00 vs full 1.20 steps/s, ratio {paper:.2f}.", ""]
+    if result["inference"]:
+        lines += [
+            f"| layout | model | params (M) | GFLOP/fwd | fwd tokens/s | DDIM s/step | s/clip ({s['sample_steps']} steps) | walt/latte |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in result["inference"]:
+            if "error" in r:
+                lines.append(f"| {r['layout']} | {r['model']} | {r['error']} | | | | | |")
+                continue
+            ratio = ""
+            if r["model"] == "latte":
+                f = result["ratios"].get(f"forward_walt_over_latte[{r['layout']}]")
+                g = result["ratios"].get(f"sampling_walt_over_latte[{r['layout']}]")
+                ratio = f"fwd {_fmt(f, '.2f')}, sampling {_fmt(g, '.2f')}"
+            lines.append(
+                f"| {r['layout']} | {r['model']} | {r['params'] / 1e6:.1f} | {r['gflop_per_forward']:.1f} | "
+                f"{r['forward_tokens_per_s']:.0f} | {r['s_per_step']:.3f} | {r['s_per_clip']:.2f} | {ratio} |"
+            )
+        lines += ["", "walt/latte: throughput ratio (> 1: W.A.L.T faster), both text-conditioned "
+                  f"({s['text_tokens']} caption tokens)."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m walt.bench.denoiser") -> None:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--width", type=int)
+    p.add_argument("--depth", type=int)
+    p.add_argument("--heads", type=int)
+    p.add_argument("--batch", type=int, help="clips per step at the paper layout")
+    p.add_argument("--sr-batch", type=int, help="clips per step at the sr layout")
+    p.add_argument("--layouts", default="paper,sr", help=f"comma-separated, from {sorted(LAYOUTS)}")
+    p.add_argument("--steps", type=int, help="timed training steps")
+    p.add_argument("--repeats", type=int, help="timed forward passes")
+    p.add_argument("--sample-steps", type=int, help="DDIM steps per clip")
+    p.add_argument("--text-tokens", type=int, default=16)
+    p.add_argument("--text-dim", type=int, default=384)
+    p.add_argument("--no-rel-pos-bias", action="store_true", help="W.A.L.T without relative position bias")
+    p.add_argument("--self-cond", action="store_true", help="add the self-conditioning pass to every step")
+    p.add_argument("--skip-latte", action="store_true")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default="outputs/bench_denoiser.json")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda was asked for but no CUDA device is visible; use --device cpu")
+    chosen = {k: getattr(a, k) for k in ("width", "depth", "heads", "batch", "sr_batch", "steps", "repeats", "sample_steps")}
+    defaults = default_settings(a.device)
+    merged = {k: v if v is not None else defaults[k] for k, v in chosen.items()}
+    try:
+        s = BenchSettings(
+            device=a.device, dtype=a.dtype, layouts=tuple(x for x in a.layouts.split(",") if x),
+            text_tokens=a.text_tokens, text_dim=a.text_dim, rel_pos_bias=not a.no_rel_pos_bias,
+            self_cond=a.self_cond, latte=not a.skip_latte, train=not a.skip_train,
+            peak_n=defaults["peak_n"], **merged,
+        )
+    except ValueError as e:
+        p.error(str(e))
+    size = "W.A.L.T-L size" if (s.width, s.depth, s.heads) == (1024, 24, 16) else "reduced size (not the paper's L)"
+    print(f"bench_denoiser on {a.device}: width {s.width}, depth {s.depth}, heads {s.heads} -- {size}", flush=True)
+    result = run(s, log=lambda m: print(m, flush=True))
+    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print()
+    print(markdown(result))
+    print(f"\nwrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""`walt bench`: every benchmark of issue #5 in one run on one device -> bench.json + bench.md.
+
+Sections (`--only` picks a subset):
+
+  ae        CausalVAE encode / decode frames/s, peak memory, FLOP utilisation
+  denoiser  W.A.L.T training tokens/s and MFU, window attention vs its full-attention twin
+            (same weights; paper §5.3: 5x8x8 windows 2.00 vs full 1.20 steps/s)
+  samplers  seconds per clip of ddim / dpmpp at each step count and ddpm at its stated count,
+            with the FLOP utilisation of the network calls
+  peers     diffusers' AutoencoderKLCogVideoX and LatteTransformer3DModel at matched sizes,
+            reported as walt/peer ratios (> 1: walt faster, or for memory: walt uses more)
+
+FLOP utilisation = FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls,
+convolutions, attention; elementwise ops, normalisations, the optimizer and the samplers' own
+float64 updates are not counted) / seconds / the machine's measured dense matmul peak in the
+same dtype (`matmul_peak_gflops`). Sizes are presets in `SIZES` (functions, one per name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from walt.bench import SECTIONS  # torch-free, shared with the CLI
+from walt.bench.common import count_flops, machine, matmul_peak_gflops, sync
+
+
+@dataclass(frozen=True)
+class SuiteSize:
+    """The workload sizes of one `walt bench --size` (written into bench.json / bench.md)."""
+
+    name: str
+    description: str
+    ae_preset: str = "ucf101"
+    ae_frames: int = 17
+    ae_size: int = 128
+    ae_repeats: int = 3
+    ae_isolated: bool = True  # CPU: one process per case so peak RSS is the case's own
+    # walt.bench.denoiser.BenchSettings fields (width, depth, heads, batch, layouts, steps, ...)
+    denoiser: dict[str, Any] = field(default_factory=dict)
+    sampler_layout: str = "paper"
+    sampler_batch: int = 1
+    sampler_steps: tuple[int, ...] = (10, 25, 50)  # ddim and dpmpp at each
+    ddpm_steps: int = 1000  # ddpm's own default (classic DDPM)
+    peak_n: int = 2048  # matrix size of the matmul-peak measurement
+
+
+def _tiny() -> SuiteSize:
+    return SuiteSize(
+        "tiny", "smoke-test sizes (tests only; numbers mean nothing)",
+        ae_preset="tiny", ae_frames=5, ae_size=16, ae_repeats=1, ae_isolated=False,
+        denoiser=dict(layouts=("tiny",), width=16, depth=2, heads=2, batch=1, steps=1, repeats=1, sample_steps=2,
+                      text_tokens=2, text_dim=8, dtype="fp32", peak_n=128),
+        sampler_layout="tiny", sampler_steps=(2, 4), ddpm_steps=4, peak_n=128,
+    )
+
+
+def _cpu() -> SuiteSize:
+    return SuiteSize(
+        "cpu", "reduced sizes for a small CPU: VAE ucf101 preset at 5x64x64, 1 timed call; W.A.L.T width 256, depth 4, "
+        "heads 4 (not the paper's L) at the paper latent layout 5x16x16, batch 1, bf16 autocast; "
+        "samplers 10/25 steps, ddpm 50 steps (not its default 1000)",
+        ae_frames=5, ae_size=64, ae_repeats=1,
+        denoiser=dict(layouts=("paper",), width=256, depth=4, heads=4, batch=1, steps=3, repeats=3, sample_steps=5,
+                      dtype="bf16", peak_n=1024),
+        sampler_steps=(10, 25), ddpm_steps=50, peak_n=1024,
+    )
+
+
+def _paper() -> SuiteSize:
+    return SuiteSize(
+        "paper", "paper sizes: VAE ucf101 preset at 17x128x128; W.A.L.T-L (width 1024, depth 24, heads 16) "
+        "at the paper latent layout 5x16x16, training batch 8, bf16 autocast; samplers 10/25/50 steps, "
+        "ddpm 1000 steps (its default)",
+        ae_repeats=5,
+        denoiser=dict(layouts=("paper",), width=1024, depth=24, heads=16, batch=8, steps=20, repeats=10,
+                      sample_steps=50, dtype="bf16", peak_n=8192),
+        peak_n=8192,
+    )
+
+
+SIZES: dict[str, Callable[[], SuiteSize]] = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
+
+
+def _settings(size: SuiteSize, device: torch.device, latte: bool, train: bool):
+    from walt.bench.denoiser import BenchSettings
+
+    return BenchSettings(device=str(device), latte=latte, train=train, **size.denoiser)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return torch.bfloat16 if name == "bf16" else torch.float32
+
+
+# --- sections -------------------------------------------------------------------------------
+
+
+def bench_ae(size: SuiteSize, device: torch.device, models: list[str], peak: float, log) -> dict:
+    from walt.bench.autoencoder import speed
+
+    isolated = size.ae_isolated and device.type == "cpu"
+    common = dict(preset=size.ae_preset, size=size.ae_size, frames=size.ae_frames, device=str(device),
+                  repeats=size.ae_repeats)
+    res = speed(common, models, isolated, log=lambda m: log(f"ae  {m}"))
+    for r in res["rows"]:
+        r["utilisation"] = r["achieved_gflops"] / peak
+    res["memory"] = ("CUDA allocator peak" if device.type == "cuda" else
+                     "peak RSS of a fresh process per case" if isolated else
+                     "peak RSS of this process (cumulative over cases: upper bound)")
+    return res
+
+
+def bench_samplers(size: SuiteSize, device: torch.device, peak: float, log) -> dict:
+    """Seconds per clip for each sampler and step count, one class-conditional window W.A.L.T."""
+    from walt.bench.denoiser import LAYOUTS, _autocast, build_walt, n_params
+    from walt.diffusion import DiffusionSchedule, make_generators, sample, seeded_noise
+
+    s = _settings(size, device, latte=False, train=False)
+    net = build_walt(s, size.sampler_layout).to(device).eval()
+    b = size.sampler_batch
+    t, h, w = LAYOUTS[size.sampler_layout]["input_size"]
+    y = torch.zeros(b, dtype=torch.long, device=device) if net.config.num_classes else None
+
+    def model_fn(x, tt, self_cond=None):
+        with _autocast(s):
+            return net(x, tt, y=y, self_cond=self_cond).float()
+
+    noise = seeded_noise((b, net.config.in_channels, t, h, w), list(range(b)), device=device)  # (B, C, T, H, W)
+    schedule = DiffusionSchedule()
+    tt = torch.full((b,), schedule.num_timesteps - 1, dtype=torch.long, device=device)
+    with torch.no_grad():
+        # One network call with a self-conditioning input, as at every step after the first.
+        flops = count_flops(lambda: model_fn(noise, tt, self_cond=noise))  # also the warm-up
+    runs = [(name, n) for name in ("ddim", "dpmpp") for n in size.sampler_steps] + [("ddpm", size.ddpm_steps)]
+    rows = []
+    for name, steps in runs:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        t0 = time.perf_counter()
+        out = sample(name, model_fn, noise, schedule, steps, generator=make_generators(list(range(b))))
+        sync(device)
+        sec = time.perf_counter() - t0
+        if not torch.isfinite(out).all():
+            raise RuntimeError(f"sampler {name} produced a non-finite sample")
+        row = {"sampler": name, "steps": steps, "batch": b, "seconds": sec, "s_per_clip": sec / b,
+               "s_per_step": sec / steps, "gflop_per_clip": flops * steps / b / 1e9,
+               "achieved_gflops": flops * steps / sec / 1e9, "utilisation": flops * steps / sec / 1e9 / peak,
+               "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
+        rows.append(row)
+        log(f"samplers {name:5s} {steps:4d} steps  {row['s_per_clip']:8.2f} s/clip  "
+            f"utilisation {100 * row['utilisation']:5.1f}%")
+    return {"layout": size.sampler_layout, "grid": [t, h, w], "params": n_params(net),
+            "gflop_per_call": flops / 1e9, "dtype": s.dtype, "rows": rows}
+
+
+def peers_available() -> bool:
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = SECTIONS,
+              log: Callable[[str], None] = print) -> dict:
+    """Run the chosen sections on `device` -> the JSON-able result (see `markdown`)."""
+    from walt import __version__
+    from walt.bench.denoiser import run as run_denoiser
+
+    t_start = time.perf_counter()
+    torch.manual_seed(0)
+    dn = _settings(size, device, latte=False, train=True)
+    dtypes = ["fp32"] + ([dn.dtype] if dn.dtype != "fp32" else [])
+    peaks = {}
+    for d in dtypes:
+        peaks[d] = matmul_peak_gflops(device, _dtype(d), n=size.peak_n)
+        log(f"peak  matmul {d} (n={size.peak_n}): {peaks[d]:.4g} GFLOP/s")
+    result: dict[str, Any] = {
+        "walt_version": __version__, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "device": str(device), "size": dataclasses.asdict(size), "sections": list(only),
+        "matmul_peak_gflops": peaks, "ratios": {}, "notes": [],
+        "flops": "counted with torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention "
+                 "(incl. the CPU SDPA kernel); not counted: elementwise ops, normalisations, the optimizer, "
+                 "the samplers' float64 updates. Utilisation is against the matmul peak in the workload's dtype.",
+    }
+    peers = "peers" in only
+    if peers and not peers_available():
+        peers = False
+        result["notes"].append("peers skipped: diffusers is not installed (pip install 'walt[peers]')")
+        log("peers skipped: diffusers is not installed")
+    if "ae" in only or peers:
+        models = (["walt"] if "ae" in only else []) + (["cogvideox"] if peers else [])
+        if peers and "walt" not in models:
+            models = ["walt"] + models  # the ratio needs walt measured the same way
+        result["autoencoder"] = bench_ae(size, device, models, peaks["fp32"], log)
+        result["ratios"].update(result["autoencoder"]["ratios"])
+    if "denoiser" in only:
+        res = run_denoiser(dn, log=lambda m: log(f"denoiser {m}"), peak_gflops=peaks[dn.dtype])
+        result["denoiser"] = {"train": res["train"], "dtype": dn.dtype, "settings": res["settings"]}
+        result["ratios"].update(res["ratios"])
+    if "samplers" in only:
+        result["samplers"] = bench_samplers(size, device, peaks[dn.dtype], log)
+    if peers:
+        s = _settings(size, device, latte=True, train=False)
+        res = run_denoiser(s, log=lambda m: log(f"peers {m}"), peak_gflops=peaks[s.dtype])
+        result["latte"] = {"inference": res["inference"], "dtype": s.dtype, "sample_steps": s.sample_steps,
+                           "text_tokens": s.text_tokens}
+        result["ratios"].update(res["ratios"])
+    result["elapsed_s"] = time.perf_counter() - t_start
+    return result
+
+
+# --- the Markdown table ---------------------------------------------------------------------
+
+
+def _f(x: Any, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def markdown(r: dict) -> str:
+    """bench.md: one table per section, with the machine, the sizes and the peaks on top."""
+    peaks = ", ".join(f"{k} {v:.4g} GFLOP/s" for k, v in r["matmul_peak_gflops"].items())
+    L = [f"# walt bench ({r['size']['name']} size, {r['device']})", "",
+         f"Machine: {r['machine']}. {r['date']}, walt {r['walt_version']}, {r['elapsed_s']:.0f} s in all.", "",
+         f"Sizes: {r['size']['description']}.", "", f"Measured matmul peak: {peaks}.", ""]
+    if "autoencoder" in r:
+        a = r["autoencoder"]
+        L += ["## Autoencoder", "", f"Memory: {a['memory']}.", "",
+              "| model | op | frames | frames/s | GFLOP/call | utilisation (fp32) | peak MB |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+        for x in a["rows"]:
+            L.append(f"| {x['model']} | {x['op']} | {x['frames']}×{x['size']}×{x['size']} | {x['frames_per_s']:.2f} | "
+                     f"{x['gflop_per_call']:.3g} | {100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} |")
+        L.append("")
+    if "denoiser" in r:
+        d = r["denoiser"]
+        L += ["## W.A.L.T training (window vs full attention)", "",
+              f"{d['dtype']}; forward + backward + AdamW step; MFU against the {d['dtype']} matmul peak.", "",
+              "| layout (T×H×W) | model | batch | steps/s | tokens/s | GFLOP/step | MFU | window/full |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for x in d["train"]:
+            grid = "×".join(map(str, x["grid"]))
+            if "error" in x:
+                L.append(f"| {x['layout']} ({grid}) | {x['model']} | {x['error']} | | | | | |")
+                continue
+            ratio = r["ratios"].get(f"train_window_over_full[{x['layout']}]") if x["model"] == "walt-full" else None
+            L.append(f"| {x['layout']} ({grid}) | {x['model']} | {x['batch']} | {x['steps_per_s']:.3f} | "
+                     f"{x['tokens_per_s']:.0f} | {x['gflop_per_step']:.3g} | {100 * x['mfu']:.1f}% | {_f(ratio, '.2f')} |")
+        L += ["", "Paper (TPU, L): window 5×8×8 2.00 vs full 1.20 steps/s (ratio 1.67).", ""]
+    if "samplers" in r:
+        sm = r["samplers"]
+        L += ["## Sampling", "",
+              f"Class-conditional window W.A.L.T ({sm['params'] / 1e6:.3g}M parameters, {sm['dtype']}), latent "
+              f"{'×'.join(map(str, sm['grid']))}, {sm['gflop_per_call']:.3g} GFLOP per network call.", "",
+              "| sampler | steps | s/clip | s/step | utilisation |", "|---|---:|---:|---:|---:|"]
+        for x in sm["rows"]:
+            L.append(f"| {x['sampler']} | {x['steps']} | {x['s_per_clip']:.2f} | {x['s_per_step']:.3f} | "
+                     f"{100 * x['utilisation']:.1f}% |")
+        L.append("")
+    if "latte" in r or any("cogvideox" in k for k in r["ratios"]):
+        L += ["## Peers (walt / peer)", "", "| comparison | ratio |", "|---|---:|"]
+        for k, v in r["ratios"].items():
+            if "cogvideox" in k or "latte" in k:
+                L.append(f"| {k} | {v:.2f} |")
+        L += ["", "Speed ratios > 1: walt faster; memory ratio > 1: walt uses more. Latte and W.A.L.T are both "
+              f"text-conditioned here ({r.get('latte', {}).get('text_tokens', '-')} random caption tokens), "
+              "same width, depth, heads and tokens.", ""]
+        if "latte" in r:
+            L += ["| layout | model | params (M) | GFLOP/fwd | fwd tokens/s | DDIM s/clip |", "|---|---|---:|---:|---:|---:|"]
+            for x in r["latte"]["inference"]:
+                if "error" in x:
+                    L.append(f"| {x['layout']} | {x['model']} | {x['error']} | | | |")
+                    continue
+                L.append(f"| {x['layout']} | {x['model']} | {x['params'] / 1e6:.3g} | {x['gflop_per_forward']:.3g} | "
+                         f"{x['forward_tokens_per_s']:.0f} | {x['s_per_clip']:.2f} ({x['sample_steps']} steps) |")
+            L.append("")
+    for n in r["notes"]:
+        L.append(f"Note: {n}")
+    return "\n".join(L).rstrip() + "\n"

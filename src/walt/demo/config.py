@@ -1,0 +1,138 @@
+"""Settings of `walt demo`: one frozen dataclass, presets in a registry dict.
+
+The demo is the whole W.A.L.T pipeline in miniature (SPEC §1-3): train a causal 3D CNN
+autoencoder, encode the training clips into a latent cache, train a window-attention
+transformer on the cache, sample class-conditional videos and frame-prediction continuations.
+What makes it fit a 2-core CPU in ~15 minutes is the size of everything, chosen by measuring
+on this project's 2-core machine (see the report of `walt demo` and `walt.demo.data`):
+
+  * 32x32 clips of 9 frames; plainer appearance than the full dataset (smooth backgrounds,
+    low-frequency textures, 1.3x larger shapes), all 8 motion classes;
+  * autoencoder: 16-channel levels, spatial factor 4 (an 8x8 latent grid), temporal factor 2
+    (9 frames -> 5 latent frames), 8 latent channels. Against f_t = 4 / c = 4 it reached a
+    higher held-out PSNR at the same number of steps (16.1 vs 14.7 dB after 150 steps), and
+    with f_t = 4 nine frames leave only 3 latent frames for the motion. Trained on 5-frame
+    clips (it is causal and fully convolutional: the same weights encode 9 frames);
+  * denoiser: width 96, depth 4, 4 heads (~0.6M parameters), batch 16.
+
+Training stages run against wall-clock deadlines, not step counts: the total budget is split
+by fixed fractions (`vae_fraction`, `final_fraction`; the transformer gets what is left after
+the cache is written), each stage measures its own speed on its first steps and sets its step
+count so that it ends on time (never fewer than `*_min_steps`). More minutes = more steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from walt.config import replace_config
+from walt.data.synthetic import CLASS_NAMES
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything `walt demo` does, except where it writes and how long it may take."""
+
+    # ---- data: the built-in procedural dataset (walt.data.SyntheticVideos) ----
+    resolution: int = 32
+    num_frames: int = 9  # 1 + f_t * k
+    classes: tuple[str, ...] = CLASS_NAMES
+    train_clips: int = 512  # clips encoded into the latent cache (the transformer's training set)
+    heldout_clips: int = 16  # clips of another seed: reconstruction metrics, frame-prediction contexts
+    # appearance restriction (walt.demo.data.DemoVideos); () / 1.0 = the full built-in dataset
+    backgrounds: tuple[str, ...] = ("plain", "gradient", "radial")
+    textures: tuple[str, ...] = ("two-tone", "gradient")
+    shape_scale: float = 1.3
+    # ---- stage 1: causal autoencoder (CausalVAE "tiny" preset + these overrides) ----
+    vae_overrides: tuple[tuple[str, object], ...] = (
+        ("base_channels", 16), ("channel_multipliers", (1, 2, 2)), ("num_res_blocks", 1),
+        ("spatial_factor", 4), ("temporal_factor", 2), ("latent_channels", 8), ("norm_groups", 8),
+    )
+    vae_train_frames: int = 5  # frames per training clip (causal + fully convolutional: shorter clips train faster)
+    vae_batch_size: int = 8
+    vae_lr: float = 2e-3
+    vae_warmup_steps: int = 10
+    vae_min_steps: int = 20
+    vae_kl_weight: float = 1e-6
+    # ---- stage 2: W.A.L.T denoiser (WALT "tiny" preset + these overrides) ----
+    walt_overrides: tuple[tuple[str, object], ...] = (
+        ("hidden_size", 96), ("depth", 4), ("num_heads", 4),
+    )
+    walt_batch_size: int = 16
+    walt_lr: float = 1e-3
+    walt_warmup_steps: int = 50
+    walt_min_steps: int = 50
+    walt_ema_decay: float = 0.995
+    p_frame_pred: float = 0.5  # frame-prediction conditioning during training (paper: not stated)
+    # ---- sampling ----
+    samples_per_class: int = 2
+    sampler: str = "ddim"
+    sample_steps: int = 50  # paper: DDIM 50 steps
+    guidance_scale: float = 1.0  # paper: no CFG for class-conditional results
+    context_latent_frames: int = 1  # frame prediction: 1 = image-to-video
+    fps: float = 8.0
+    # ---- budget split (fractions of --minutes) ----
+    vae_fraction: float = 0.40
+    final_fraction: float = 0.08  # sampling, metrics, videos, plots, report
+    calibration_steps: int = 5  # first steps of each training stage, timed to set its step count
+
+    def __post_init__(self) -> None:
+        if self.resolution < 1 or self.num_frames < 1:
+            raise ValueError(f"resolution and num_frames must be positive, got {self.resolution}, {self.num_frames}")
+        unknown = [c for c in self.classes if c not in CLASS_NAMES]
+        if unknown or not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be distinct names from {', '.join(CLASS_NAMES)}; got {list(self.classes)}")
+        if self.train_clips < len(self.classes) or self.heldout_clips < 1:
+            raise ValueError("train_clips must cover every class once and heldout_clips must be >= 1")
+        if not 0 < self.vae_fraction < 1 or not 0 <= self.final_fraction < 1 or self.vae_fraction + self.final_fraction >= 1:
+            raise ValueError("vae_fraction and final_fraction must be in (0, 1) and leave time for the transformer")
+        if self.calibration_steps < 1 or self.calibration_steps > min(self.vae_warmup_steps, self.walt_warmup_steps):
+            raise ValueError("calibration_steps must be >= 1 and within both warmups (so timing them changes nothing)")
+
+    def vae_kwargs(self) -> dict:
+        return dict(self.vae_overrides)
+
+    def walt_kwargs(self) -> dict:
+        return dict(self.walt_overrides)
+
+
+def _cpu() -> DemoConfig:
+    """The default: about 15 minutes on 2 CPU cores (see the module docstring)."""
+    return DemoConfig()
+
+
+def _smoke() -> DemoConfig:
+    """Minimal sizes for the end-to-end test: every stage and every output in well under a minute."""
+    return DemoConfig(
+        resolution=16, num_frames=5, classes=("bouncing", "orbiting"), train_clips=8, heldout_clips=2,
+        vae_overrides=(("base_channels", 4), ("channel_multipliers", (1, 2)), ("num_res_blocks", 1),
+                       ("spatial_factor", 4), ("temporal_factor", 4), ("latent_channels", 4), ("norm_groups", 4)),
+        vae_batch_size=2, vae_min_steps=2, vae_warmup_steps=2,
+        walt_overrides=(("hidden_size", 32), ("depth", 2), ("num_heads", 2)),
+        walt_batch_size=4, walt_min_steps=2, walt_warmup_steps=2,
+        samples_per_class=1, sample_steps=4, calibration_steps=1,
+    )
+
+
+def _gpu() -> DemoConfig:
+    """What `--device auto` picks on a GPU: 64x64 clips of 17 frames, f_s = 8, bigger models and batches."""
+    return DemoConfig(
+        resolution=64, num_frames=17, train_clips=4096, heldout_clips=32, backgrounds=(), textures=(), shape_scale=1.0,
+        vae_overrides=(("base_channels", 64), ("channel_multipliers", (1, 2, 2, 4)), ("num_res_blocks", 2),
+                       ("spatial_factor", 8), ("temporal_factor", 4), ("latent_channels", 8), ("norm_groups", 32)),
+        vae_train_frames=9, vae_batch_size=16, vae_lr=5e-4, vae_min_steps=200,
+        walt_overrides=(("hidden_size", 384), ("depth", 12), ("num_heads", 6)),
+        walt_batch_size=64, walt_lr=5e-4, walt_min_steps=500, walt_ema_decay=0.999,
+        context_latent_frames=2,
+    )
+
+
+PRESETS: dict[str, Callable[[], DemoConfig]] = {"cpu": _cpu, "gpu": _gpu, "smoke": _smoke}
+
+
+def demo_config(name: str, **overrides) -> DemoConfig:
+    """The named preset with `overrides` applied (unknown keys -> ConfigError naming them)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown demo preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace_config(PRESETS[name](), **overrides)

@@ -1,0 +1,101 @@
+"""Pictures of a demo run: labelled frame grids (Pillow) and training curves (matplotlib).
+
+Frames of a 32x32 demo are tiny, so grids are upscaled with nearest-neighbour (pixels stay
+honest: no smoothing hides what the model produced) and every row carries its label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from walt.checkpoint import atomic_write
+from walt.data.video_io import frame_grid
+
+
+def labelled_grid(videos: torch.Tensor, labels: Sequence[str], scale: int = 3, pad: int = 2,
+                  max_frames: int | None = None, label_width: int = 110) -> Image.Image:
+    """Tile videos (N, 3, T, H, W) in [-1, 1] into rows (samples) x columns (frames), label each row.
+
+    Returns a Pillow RGB image: a white label column on the left, then the frame grid upscaled
+    `scale` times (nearest), rows in the order given.
+    """
+    if len(labels) != videos.shape[0]:
+        raise ValueError(f"got {len(labels)} labels for {videos.shape[0]} videos")
+    grid = frame_grid(videos.float().cpu(), max_frames=max_frames, pad=pad)  # (rows, cols, 3) uint8
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+    h = videos.shape[3]
+    canvas = Image.new("RGB", (label_width + grid.shape[1], grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (label_width, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for r, text in enumerate(labels):
+        y = (pad + r * (h + pad)) * scale + (h * scale) // 2 - 6
+        draw.text((4, y), str(text), fill=(0, 0, 0), font=font)
+    return canvas
+
+
+def save_labelled_grid(path: str | Path, videos: torch.Tensor, labels: Sequence[str], **kwargs) -> Path:
+    """`labelled_grid(...)` written as a PNG (atomic)."""
+    img = labelled_grid(videos, labels, **kwargs)
+    path = Path(path)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+    return path
+
+
+def side_by_side(a: torch.Tensor, b: torch.Tensor, gap: int = 2) -> torch.Tensor:
+    """Two videos (3, T, H, W) next to each other with a white gap -> (3, T, H, W_a + gap + W_b)."""
+    white = torch.ones(a.shape[0], a.shape[1], a.shape[2], gap, dtype=a.dtype)
+    return torch.cat([a, white, b.to(a.dtype)], dim=-1)
+
+
+def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list[dict]) -> Path:
+    """One PNG with three panels: autoencoder losses, autoencoder PSNR, denoiser loss (log scales)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    ax = axes[0]
+    if vae_rows:
+        steps = [r["step"] for r in vae_rows]
+        ax.plot(steps, [r["g_total"] for r in vae_rows], label="total (5 L1 + KL)")
+        ax.plot(steps, [r["recon"] for r in vae_rows], label="L1 reconstruction")
+        if any(r.get("kl") for r in vae_rows):
+            ax.plot(steps, [r.get("kl", float("nan")) * 1e-3 for r in vae_rows], label="KL / 1000", alpha=0.6)
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    ax.set(title="autoencoder loss", xlabel="step")
+    ax.grid(alpha=0.3, which="both")
+
+    ax = axes[1]
+    if vae_rows:
+        ax.plot([r["step"] for r in vae_rows], [r["psnr"] for r in vae_rows], color="tab:green")
+    ax.set(title="autoencoder training PSNR (dB)", xlabel="step")
+    ax.grid(alpha=0.3)
+
+    ax = axes[2]
+    if walt_rows:
+        steps = [r["step"] for r in walt_rows]
+        ax.plot(steps, [r["loss"] for r in walt_rows], label="v-prediction MSE", alpha=0.5)
+        k = max(1, len(walt_rows) // 20)  # running mean: the per-batch loss is noisy (random t)
+        smooth = np.convolve([r["loss"] for r in walt_rows], np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, label=f"running mean ({k} logs)", color="tab:red")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+        lr_ax = ax.twinx()
+        lr_ax.plot(steps, [r["lr"] for r in walt_rows], color="grey", lw=0.8, ls="--")
+        lr_ax.set_ylabel("learning rate (dashed)", fontsize=8)
+        lr_ax.tick_params(labelsize=7)
+    ax.set(title="W.A.L.T denoiser loss", xlabel="step")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return path

@@ -1,0 +1,276 @@
+"""The pipeline stages a study row runs (each returns a JSON-ready dict for `StageStore`).
+
+    vae       train the autoencoder                  (walt.train.train_vae; SPEC §1)
+    recon     reconstruct held-out clips             (PSNR / SSIM / rFVD, encode / decode clips/s)
+    cache     encode the training pool               (walt.data.latent_cache.encode_dataset)
+    walt      train a small W.A.L.T on the cache     (walt.train.denoiser.train_denoiser; SPEC §2-3)
+    generate  DDIM-sample, decode, time, FVD         (walt.pipeline.generate; walt.eval.fvd)
+
+`plan_vae_steps` / `plan_walt_steps` turn a wall-clock budget into a step count by timing a few
+steps of the row's own models (or return the fixed step count). Throughputs are wall-clock
+times of the real work (the FVD clips), after one warm-up call.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from walt.config import replace_config
+from walt.study.common import StudyConfig, _seconds_per_step, features, steps_for_budget, vae_batch_fn
+
+
+# ----------------------------------------------------------------------------- stage: autoencoder
+
+
+def build_vae(cfg: StudyConfig, seed: int, **design: Any):
+    from walt.autoencoder import CausalVAE
+
+    torch.manual_seed(seed)  # every row starts from the same seed
+    return CausalVAE.from_preset("tiny", **cfg.vae_kwargs(), **design)
+
+
+def _vae_train_config(cfg: StudyConfig, steps: int, device: torch.device):
+    from walt.autoencoder.losses import VAELossConfig
+    from walt.train.vae import VAETrainConfig
+
+    # Reconstruction + small KL only (no adversarial / perceptual term: no offline LPIPS, and a GAN
+    # needs far more steps than a study row gets). Same recipe as `walt demo`.
+    return VAETrainConfig(steps=steps, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, warmup_steps=min(10, steps),
+                          betas=(0.9, 0.99), ema_decay=0.99, log_every=max(1, min(10, steps // 10)),
+                          ckpt_every=max(10, steps // 4), keep_checkpoints=1, seed=cfg.seed,
+                          precision="bf16" if device.type == "cuda" else "fp32", discriminator=None,
+                          loss=VAELossConfig(kl_weight=cfg.vae_kl_weight))
+
+
+def plan_vae_steps(cfg: StudyConfig, design: dict[str, Any], data, device: torch.device) -> dict[str, Any]:
+    """Fixed `vae_steps`, or the steps that fit `vae_fraction * budget_minutes` at this design's measured pace."""
+    if cfg.budget_minutes is None:
+        return {"steps": cfg.vae_steps, "sec_per_step": None}
+    from walt.train.vae import train_vae
+
+    with tempfile.TemporaryDirectory() as tmp:
+        calib = replace_config(_vae_train_config(cfg, 4, device), log_every=1)
+        train_vae(calib, build_vae(cfg, cfg.seed, **design).to(device), vae_batch_fn(data, cfg), tmp, progress=False)
+        sec = _seconds_per_step(Path(tmp) / "log.csv", "clips_per_s", cfg.vae_batch_size)
+    return {"steps": steps_for_budget(cfg.vae_fraction * cfg.budget_minutes * 60, sec), "sec_per_step": sec}
+
+
+def train_vae_stage(cfg: StudyConfig, design: dict[str, Any], data, folder: Path, steps: int,
+                    device: torch.device, progress: bool) -> dict[str, Any]:
+    from walt.train.vae import train_vae
+
+    vae = build_vae(cfg, cfg.seed, **design).to(device)
+    t0 = time.perf_counter()
+    res = train_vae(_vae_train_config(cfg, steps, device), vae, vae_batch_fn(data, cfg), folder, progress=progress)
+    return {"steps": res.step, "seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in vae.parameters()),
+            "train_psnr": res.metrics.get("psnr"), "train_clips_per_s": res.metrics.get("clips_per_s")}
+
+
+def load_vae(folder: Path, device: torch.device):
+    from walt.autoencoder import CausalVAE
+
+    # Raw weights: the LR decays to zero, and after a few hundred steps an EMA still remembers the init.
+    return CausalVAE.load(folder / "vae.safetensors", map_location=device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- stage: reconstruction
+
+
+def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def recon_stage(vae, real: torch.Tensor, cfg: StudyConfig, device: torch.device, i3d=None,
+                real_feats: np.ndarray | None = None, batch: int = 4) -> dict[str, Any]:
+    """PSNR / SSIM / rFVD of held-out clips `real` (N, 3, T, H, W), and encode / decode clips per second."""
+    from walt.eval.fvd import fvd
+    from walt.eval.metrics import psnr, ssim
+
+    vae.decode(vae.encode(real[:1].to(device)))  # warm-up: first-call allocations are not throughput
+    recons, t_enc, t_dec = [], 0.0, 0.0
+    for i in range(0, real.shape[0], batch):
+        x = real[i:i + batch].to(device)
+        z, te = _timed(lambda: vae.encode(x), device)
+        r, td = _timed(lambda: vae.decode(z), device)
+        recons.append(r.float().clamp(-1, 1).cpu())
+        t_enc, t_dec = t_enc + te, t_dec + td
+    recon = torch.cat(recons)  # (N, 3, T, H, W)
+    c, t, h, w = vae.latent_shape(*real.shape[2:])
+    info = {"psnr": float(psnr(recon, real)), "ssim": float(ssim(recon, real)),
+            "encode_clips_per_s": real.shape[0] / t_enc, "decode_clips_per_s": real.shape[0] / t_dec,
+            "latent_shape": [c, t, h, w], "rfvd": None}
+    if i3d is not None:
+        info["rfvd"] = fvd(real_feats, features(i3d, recon, cfg))
+    return info
+
+
+# ----------------------------------------------------------------------------- stage: latent cache
+
+
+def cache_stage(vae, data, folder: Path, device: torch.device, progress: bool) -> dict[str, Any]:
+    from walt.data.latent_cache import encode_dataset
+
+    t0 = time.perf_counter()
+    info = encode_dataset(vae, data, folder, shard_size=64, batch_size=8, device=device, progress=progress,
+                          latent_dtype="float32")
+    return {"seconds": time.perf_counter() - t0, "latent_shape": info.index["latent_shape"],
+            "encoded_shards": len(info.encoded_shards)}
+
+
+def latent_dataset(cache: Path, normalize: bool = True):
+    """The cache as a `LatentDataset`; `normalize=False` swaps its stats for the identity.
+
+    `train_denoiser` always applies `dataset.stats`, so the ablation replaces the stats themselves
+    (the trained checkpoint then records identity stats too, and sampling uses them).
+    """
+    from walt.data.latent_cache import LatentDataset
+
+    ds = LatentDataset(cache, normalize=normalize)
+    if not normalize:
+        from walt.autoencoder import LatentStats
+
+        c = ds.latent_shape[0]
+        ds.stats = LatentStats(mean=torch.zeros(c), std=torch.ones(c))  # (z - 0) / 1: raw latents
+    return ds
+
+
+# ----------------------------------------------------------------------------- stage: W.A.L.T
+
+
+def build_walt(cfg: StudyConfig, latent_shape, num_classes: int, seed: int, **overrides: Any):
+    """A small W.A.L.T for latents (c, t, h, w): spatial windows = one latent frame, spatiotemporal
+    windows = all frames x a quarter of the frame (the paper's 1x16x16 / 5x8x8 on 16x16 latents)."""
+    from walt.denoiser import WALT
+
+    c, t, h, w = latent_shape
+    hp, wp = h // cfg.patch_size, w // cfg.patch_size
+    kw = dict(input_size=(t, h, w), in_channels=c, num_classes=num_classes, patch_size=cfg.patch_size,
+              hidden_size=cfg.walt_hidden_size, depth=cfg.walt_depth, num_heads=cfg.walt_num_heads,
+              spatial_window=(1, hp, wp), spatiotemporal_window=(t, max(1, hp // 2), max(1, wp // 2)))
+    kw.update(overrides)
+    torch.manual_seed(seed)
+    return WALT.from_preset("tiny", **kw)
+
+
+def _walt_train_config(cfg: StudyConfig, steps: int, batch: int, p_self_cond: float, diffusion: dict[str, Any]):
+    from walt.diffusion.loss import DiffusionLossConfig
+    from walt.diffusion.schedule import DiffusionConfig
+    from walt.train.denoiser import DenoiserTrainConfig
+
+    return DenoiserTrainConfig(steps=steps, batch_size=batch, lr=cfg.walt_lr, warmup_steps=min(50, steps // 10),
+                               ema_decay=cfg.walt_ema_decay, log_every=max(1, min(10, steps // 10)),
+                               ckpt_every=max(10, steps // 4), keep_checkpoints=1, seed=cfg.seed, tensorboard=False,
+                               loss=DiffusionLossConfig(p_self_cond=p_self_cond),
+                               diffusion=DiffusionConfig(**diffusion))
+
+
+@dataclass(frozen=True)
+class WaltRecipe:
+    """What the ablation varies in stage 2 (the encoder study uses the defaults = the paper's)."""
+
+    walt_overrides: tuple[tuple[str, Any], ...] = ()  # WALTConfig fields
+    p_self_cond: float = 0.9
+    diffusion: tuple[tuple[str, Any], ...] = ()  # DiffusionConfig fields
+    normalize: bool = True
+
+
+def plan_walt_steps(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, device: torch.device) -> dict[str, Any]:
+    if cfg.budget_minutes is None:
+        return {"steps": cfg.walt_steps, "sec_per_step": None}
+    from walt.train.denoiser import train_denoiser
+
+    ds = latent_dataset(cache, recipe.normalize)
+    batch = min(cfg.walt_batch_size, len(ds))
+    net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **dict(recipe.walt_overrides)).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        tcfg = replace_config(_walt_train_config(cfg, 4, batch, recipe.p_self_cond, dict(recipe.diffusion)),
+                              log_every=1)
+        train_denoiser(tcfg, net, ds, tmp, progress=False)
+        sec = _seconds_per_step(Path(tmp) / "log.csv", "sec_per_step", batch)
+    seconds = (1 - cfg.vae_fraction) * cfg.budget_minutes * 60
+    return {"steps": steps_for_budget(seconds, sec), "sec_per_step": sec}
+
+
+def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: Path, steps: int,
+                     device: torch.device, progress: bool) -> dict[str, Any]:
+    from walt.train.denoiser import train_denoiser
+
+    ds = latent_dataset(cache, recipe.normalize)
+    batch = min(cfg.walt_batch_size, len(ds))
+    net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **dict(recipe.walt_overrides)).to(device)
+    tcfg = _walt_train_config(cfg, steps, batch, recipe.p_self_cond, dict(recipe.diffusion))
+    t0 = time.perf_counter()
+    res = train_denoiser(tcfg, net, ds, folder, progress=progress)
+    with (folder / "log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    tail = rows[len(rows) // 2:] or rows  # second half: past warm-up and one-time costs
+    return {"steps": res.step, "seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in net.parameters()),
+            "final_loss": statistics.mean(float(r["loss"]) for r in rows[-3:]),
+            "train_steps_per_s": 1.0 / statistics.median(float(r["sec_per_step"]) for r in tail),
+            "train_tokens_per_s": statistics.median(float(r["tokens_per_s"]) for r in tail),
+            "tokens_per_clip": ds.latent_shape[1] * (ds.latent_shape[2] // cfg.patch_size)
+            * (ds.latent_shape[3] // cfg.patch_size)}
+
+
+# ----------------------------------------------------------------------------- stage: generation
+
+
+@torch.no_grad()
+def generate_stage(cfg: StudyConfig, walt_folder: Path, vae, device: torch.device, i3d=None,
+                   real_feats: np.ndarray | None = None, batch: int = 8) -> dict[str, Any]:
+    """DDIM-sample `fake_clips` class-conditional clips (fixed seeds/labels), decode, time, FVD."""
+    from walt.checkpoint import load_checkpoint
+    from walt.autoencoder import LatentStats
+    from walt.denoiser import WALT
+    from walt.diffusion.schedule import DiffusionConfig, DiffusionSchedule
+    from walt.config import config_from_dict
+    from walt.eval.fvd import fvd
+    from walt.pipeline import generate
+
+    state = load_checkpoint(walt_folder / "walt_ema.safetensors", map_location=device)
+    net = WALT.from_checkpoint_state(state).to(device).eval()
+    schedule = DiffusionSchedule(config_from_dict(DiffusionConfig, state["diffusion_config"]))
+    stats = LatentStats.from_dict(state["latent_stats"])
+    n, nc = cfg.fake_clips, net.config.num_classes
+    shape = (net.config.in_channels, *net.config.input_size)
+    generate(net, schedule, (1, *shape), steps=2, seeds=[0])  # warm-up
+    videos, t_sample, t_decode = [], 0.0, 0.0
+    for i in range(0, n, batch):
+        ids = list(range(i, min(n, i + batch)))
+        y = torch.tensor(ids, device=device) % nc if nc > 0 else None
+        z, ts = _timed(lambda: generate(net, schedule, (len(ids), *shape), sampler="ddim", steps=cfg.sample_steps,
+                                        y=y, seeds=ids, latent_stats=stats), device)
+        x, td = _timed(lambda: vae.decode(z.to(device)), device)
+        videos.append(x.float().clamp(-1, 1).cpu())
+        t_sample, t_decode = t_sample + ts, t_decode + td
+    fake = torch.cat(videos)  # (n, 3, T, H, W)
+    info = {"sample_clips_per_s": n / t_sample, "gen_clips_per_s": n / (t_sample + t_decode),
+            "sample_steps": cfg.sample_steps, "fvd": None}
+    if i3d is not None:
+        info["fvd"] = fvd(real_feats, features(i3d, fake, cfg))
+    from walt.data.video_io import write_frame_grid_png
+
+    write_frame_grid_png(walt_folder / "samples.png", fake[:8])
+    return info
+
+
+def remove_training_state(folder: Path) -> None:
+    """Drop a finished stage's resumable checkpoints (the exported weights stay)."""
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)

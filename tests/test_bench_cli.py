@@ -1,0 +1,112 @@
+"""`walt bench` (walt.commands.bench + walt.bench.suite): one run writes bench.json and bench.md.
+
+Timings are not checked (the machine is shared); only that every section reports finite positive
+numbers under the expected keys, that the samplers cover ddim / dpmpp / ddpm at the stated step
+counts, and that bad input exits 2 with one line and writes nothing. `--threads 1` because a
+2-thread pool on a loaded 2-core machine is ~100x slower for the tiny models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from walt.bench.suite import SIZES
+from walt.cli import main
+
+
+def _positive_finite(row: dict, keys: list[str]) -> None:
+    for k in keys:
+        v = row[k]
+        assert isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0, (k, v)
+
+
+def _check_common(r: dict) -> None:
+    assert {"machine", "device", "size", "sections", "matmul_peak_gflops", "ratios", "flops", "elapsed_s"} <= set(r)
+    assert r["size"]["name"] == "tiny" and r["device"] == "cpu"
+    _positive_finite(r["matmul_peak_gflops"], ["fp32"])
+
+
+def test_bench_tiny_writes_json_and_markdown(tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = main(["bench", "--size", "tiny", "--only", "ae,denoiser,samplers", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    r = json.loads((out / "bench.json").read_text())
+    _check_common(r)
+    assert r["sections"] == ["ae", "denoiser", "samplers"]
+
+    ae = {(x["model"], x["op"]): x for x in r["autoencoder"]["rows"]}
+    assert set(ae) == {("walt", "encode"), ("walt", "decode")}
+    for x in ae.values():
+        _positive_finite(x, ["frames_per_s", "seconds", "gflop_per_call", "achieved_gflops", "utilisation", "peak_mb"])
+
+    train = {x["model"]: x for x in r["denoiser"]["train"]}
+    assert set(train) == {"walt-window", "walt-full"}
+    for x in train.values():
+        _positive_finite(x, ["tokens_per_s", "steps_per_s", "gflop_per_step", "mfu"])
+    assert train["walt-full"]["gflop_per_step"] > train["walt-window"]["gflop_per_step"]
+    _positive_finite(r["ratios"], ["train_window_over_full[tiny]"])
+
+    size = SIZES["tiny"]()
+    runs = {(x["sampler"], x["steps"]) for x in r["samplers"]["rows"]}
+    expected = {(s, n) for s in ("ddim", "dpmpp") for n in size.sampler_steps} | {("ddpm", size.ddpm_steps)}
+    assert runs == expected
+    for x in r["samplers"]["rows"]:
+        _positive_finite(x, ["s_per_clip", "s_per_step", "gflop_per_clip", "utilisation"])
+    # FLOPs per clip grow with the step count (same network call each step).
+    ddim = sorted((x for x in r["samplers"]["rows"] if x["sampler"] == "ddim"), key=lambda x: x["steps"])
+    assert ddim[-1]["gflop_per_clip"] > ddim[0]["gflop_per_clip"]
+
+    md = (out / "bench.md").read_text()
+    for text in ("Autoencoder", "window/full", "MFU", "ddpm", "dpmpp", r["machine"]):
+        assert text in md
+    printed = capsys.readouterr().out
+    assert "samplers ddim" in printed and "wrote" in printed  # progress lines per workload
+
+
+@pytest.mark.slow
+def test_bench_tiny_all_sections_with_peers(tmp_path):
+    pytest.importorskip("diffusers")
+    out = tmp_path / "bench"
+    assert main(["bench", "--size", "tiny", "--threads", "1", "--out", str(out)]) == 0
+    r = json.loads((out / "bench.json").read_text())
+    _check_common(r)
+    assert {(x["model"], x["op"]) for x in r["autoencoder"]["rows"]} >= {("cogvideox", "encode"), ("cogvideox", "decode")}
+    _positive_finite(r["ratios"], [
+        "encode_speed_ratio_walt_over_cogvideox", "decode_speed_ratio_walt_over_cogvideox",
+        "encode_memory_ratio_walt_over_cogvideox", "forward_walt_over_latte[tiny]", "sampling_walt_over_latte[tiny]",
+    ])
+    assert "Peers" in (out / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "ae,gpu"], "--only unknown section 'gpu'"),
+    (["--only", ","], "--only is empty"),
+    (["--size", "huge"], "--size 'huge' is not a size"),
+    (["--device", "cuda:7"], "--device"),
+])
+def test_bench_bad_flags_exit_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert main(["bench", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and err.startswith("walt bench: error:")
+    assert not out.exists()  # validated before anything was written
+
+
+def test_bench_unwritable_out_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):  # a file, and a folder that cannot be created under a file
+        assert main(["bench", "--size", "tiny", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--out" in err, err
+
+
+def test_bench_help_lists_sections():
+    out = subprocess.run([sys.executable, "-m", "walt", "bench", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "ae,denoiser,samplers,peers" in out.stdout and "--size" in out.stdout
