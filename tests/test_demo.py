@@ -19,7 +19,6 @@ def _nonempty(path):
     return path.is_file() and path.stat().st_size > 0
 
 
-@pytest.mark.slow
 def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(SMOKE + ["--out", str(out)]) == 0

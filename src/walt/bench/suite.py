@@ -64,11 +64,11 @@ def _cpu() -> SuiteSize:
     return SuiteSize(
         "cpu", "reduced sizes for a small CPU: VAE ucf101 preset at 5x64x64, 1 timed call; W.A.L.T width 256, depth 4, "
         "heads 4 (not the paper's L) at the paper latent layout 5x16x16, batch 1, bf16 autocast; "
-        "samplers 10/25 steps, ddpm 50 steps (not its default 1000)",
+        "samplers 10/25 steps, ddpm 25 steps (not its default 1000)",
         ae_frames=5, ae_size=64, ae_repeats=1,
         denoiser=dict(layouts=("paper",), width=256, depth=4, heads=4, batch=1, steps=3, repeats=3, sample_steps=5,
                       dtype="bf16", peak_n=1024),
-        sampler_steps=(10, 25), ddpm_steps=50, peak_n=1024,
+        sampler_steps=(10, 25), ddpm_steps=25, peak_n=1024,
     )
 
 

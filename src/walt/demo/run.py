@@ -332,9 +332,7 @@ def train_walt_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int
     batch = min(cfg.walt_batch_size, len(ds))
 
     def segment(steps: int, log_every: int, stop_at: int | None = None):
-        # Each call resumes from the previous one's checkpoint into a fresh optimiser; gradients
-        # left on `net` would make torch skip initialising that optimiser's state and fail to load it.
-        net.zero_grad(set_to_none=True)
+        # Each call resumes from the previous one's checkpoint (train_denoiser clears stale grads).
         return train_denoiser(tcfg(steps, log_every), net, ds, folder, progress=progress, stop_at=stop_at)
 
     def tcfg(steps: int, log_every: int) -> DenoiserTrainConfig:

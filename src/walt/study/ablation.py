@@ -108,8 +108,12 @@ def run_ablation_study(cfg: C.StudyConfig, variants: Iterable[AblationVariant], 
     if vae_path is not None:
         vae = CausalVAE.load(vae_path, map_location=device).eval().requires_grad_(False)
         vae_source = {"path": str(vae_path), "sha256": vae_fingerprint(vae)}
+        ae_note = f"`{vae_path}` (weights sha256 {vae_source['sha256'][:12]})"
     else:
         vae_source = {"trained": DEFAULT_DESIGN}
+        spent = (f"{cfg.vae_steps} steps" if cfg.budget_minutes is None
+                 else f"{cfg.vae_fraction * cfg.budget_minutes:g} minutes")
+        ae_note = f"the default design (f_t=4, f_s=8, c=8, causal) trained here for {spent}"
     i3d, fvd_record = C.prepare_fvd(cfg, i3d, device)
     C.check_settings(out, {"kind": "ablation", "config": config_to_dict(cfg), "data": data_description,
                            "vae": vae_source, "fvd": fvd_record})
@@ -123,6 +127,7 @@ def run_ablation_study(cfg: C.StudyConfig, variants: Iterable[AblationVariant], 
     store.run("cache", lambda: S.cache_stage(vae, train_data, shared / "cache", device, progress))
     real = C.stack_videos(eval_data, range(cfg.eval_clips))
     real_feats = C.real_features(i3d, real, cfg, out / "real_i3d.npy") if i3d is not None else None
+    floor = C.real_vs_real_fvd(i3d, train_data, real_feats, cfg, out / "train_i3d.npy") if i3d is not None else None
 
     t_start, rows = time.time(), []
     for i, v in enumerate(variants):
@@ -136,14 +141,15 @@ def run_ablation_study(cfg: C.StudyConfig, variants: Iterable[AblationVariant], 
         t0 = time.time()
         row = run_variant(v, cfg, folder, shared / "cache", vae, device, i3d, real_feats, progress)
         row["variant_s"] = time.time() - t0
+        row["load_1min"] = C.load_1min()
         C.write_json(folder / "stages" / "result.json", row)
         rows.append(row)
         fvd = "n/a" if row["fvd"] is None else f"{row['fvd']:.1f}"
         C.say(f"  done in {row['variant_s'] / 60:.1f} min: loss {row['walt_final_loss']:.4f}, FVD {fvd}, "
               f"{row['walt_train_steps_per_s']:.2f} train steps/s")
         write_study_report(out, rows, "ablation", cfg, C.machine_info(device), command, data_description,
-                           fvd_record, plots=False)  # CSV + Markdown after every row; plots at the end
+                           fvd_record, fvd_floor=floor, plots=False, autoencoder=ae_note)  # plots at the end
     write_study_report(out, rows, "ablation", cfg, C.machine_info(device), command, data_description,
-                           fvd_record)
+                           fvd_record, autoencoder=ae_note, fvd_floor=floor)
     C.say(f"{len(rows)} variants in {(time.time() - t_start) / 60:.1f} min this run: {out / 'report.md'}")
     return rows

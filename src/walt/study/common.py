@@ -182,6 +182,14 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
     write_json(path, settings)
 
 
+def load_1min() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none): throughput context per row."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
@@ -280,3 +288,16 @@ def real_features(i3d, real: torch.Tensor, cfg: StudyConfig, path: Path) -> np.n
     feats = features(i3d, real, cfg)
     atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), feats))
     return feats
+
+
+def real_vs_real_fvd(i3d, train_data, real_feats: np.ndarray, cfg: StudyConfig, path: Path) -> float:
+    """FVD between the held-out real clips and as many *other* real clips (the training pool's first ones).
+
+    Two samples of the same distribution: the protocol's floor at these sample counts (bias + noise).
+    A row's FVD means something only as its distance above this floor.
+    """
+    from walt.eval.fvd import fvd
+
+    n = min(len(train_data), real_feats.shape[0])
+    other = real_features(i3d, stack_videos(train_data, range(n)), cfg, path)
+    return fvd(real_feats, other)

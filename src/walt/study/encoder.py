@@ -198,6 +198,7 @@ def run_encoder_study(cfg: C.StudyConfig, designs: Iterable[EncoderDesign], out:
                            "fvd": fvd_record})
     real = C.stack_videos(eval_data, range(cfg.eval_clips))  # (N, 3, T, H, W)
     real_feats = C.real_features(i3d, real, cfg, out / "real_i3d.npy") if i3d is not None else None
+    floor = C.real_vs_real_fvd(i3d, train_data, real_feats, cfg, out / "train_i3d.npy") if i3d is not None else None
 
     t_start = time.time()
     rows = []
@@ -212,14 +213,15 @@ def run_encoder_study(cfg: C.StudyConfig, designs: Iterable[EncoderDesign], out:
         t0 = time.time()
         row = run_design(design, cfg, folder, train_data, real, device, i3d, real_feats, progress)
         row["design_s"] = time.time() - t0
+        row["load_1min"] = C.load_1min()
         C.write_json(folder / "stages" / "result.json", row)
         rows.append(row)
         C.say(f"  done in {row['design_s'] / 60:.1f} min: PSNR {row['psnr']:.2f} dB, rFVD {_fmt(row['rfvd'])}, "
               f"FVD {_fmt(row['fvd'])}, {row['gen_clips_per_s']:.2f} generated clips/s")
         write_study_report(out, rows, "encoder", cfg, C.machine_info(device), command, data_description,
-                           fvd_record, plots=False)  # CSV + Markdown after every row; plots at the end
+                           fvd_record, fvd_floor=floor, plots=False)  # plots at the end
     write_study_report(out, rows, "encoder", cfg, C.machine_info(device), command, data_description,
-                           fvd_record)
+                           fvd_record, fvd_floor=floor)
     C.say(f"{len(rows)} designs in {(time.time() - t_start) / 60:.1f} min this run: {out / 'report.md'}")
     return rows
 

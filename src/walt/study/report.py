@@ -56,13 +56,19 @@ def _scatter(ax, rows, xkey, ykey, xlabel, ylabel, maximize_x, maximize_y, logx=
             continue
         on = i in front
         ax.scatter(xs[i], ys[i], s=40, c="tab:red" if on else "tab:blue", zorder=3, edgecolors="k", linewidths=0.5)
-        ax.annotate(r["label"], (xs[i], ys[i]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # alternate above / below so neighbours with similar values stay readable
+        ax.annotate(r["label"], (xs[i], ys[i]), fontsize=7, xytext=(4, 3 if i % 2 == 0 else -9),
+                    textcoords="offset points")
     if len(front) > 1:
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", c="tab:red", lw=1, zorder=2,
                 label="Pareto front")
         ax.legend(fontsize=7, loc="best")
     if logx:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
@@ -168,11 +174,17 @@ def markdown_table(rows: list[dict[str, Any]], columns) -> str:
     return "\n".join(lines)
 
 
-def _protocol_lines(cfg, machine: dict[str, Any], command: str | None, data: str,
-                    fvd_record: dict[str, Any] | None) -> list[str]:
+def _protocol_lines(cfg, rows: list[dict[str, Any]], machine: dict[str, Any], command: str | None, data: str,
+                    fvd_record: dict[str, Any] | None, kind: str, autoencoder: str | None,
+                    fvd_floor: float | None) -> list[str]:
     from walt.study.common import fvd_protocol_for
 
-    if cfg.budget_minutes is not None:
+    if kind == "ablation":
+        budget = (f"{cfg.walt_steps} W.A.L.T steps (batch {cfg.walt_batch_size}) for every variant"
+                  if cfg.budget_minutes is None else
+                  f"{(1 - cfg.vae_fraction) * cfg.budget_minutes:g} wall-clock minutes of W.A.L.T training per variant")
+        budget += f"; one autoencoder shared by every variant: {autoencoder or 'see study.json'}"
+    elif cfg.budget_minutes is not None:
         budget = (f"{cfg.budget_minutes:g} wall-clock minutes of training per row ({cfg.vae_fraction:.0%} autoencoder), "
                   "turned into steps by timing each row's own models (see the steps columns of results.csv)")
     else:
@@ -197,13 +209,21 @@ def _protocol_lines(cfg, machine: dict[str, Any], command: str | None, data: str
                      f"`{p.protocol_hash()}`; {net} (weights `{str(rec.get('i3d_weights_sha256', '?'))[:16]}`), "
                      f"first {p.num_frames} frames, {p.resize} resize to {p.resolution}; rFVD: reconstructions vs "
                      f"the same {p.num_real} real clips")
+        if fvd_floor is not None:
+            lines.append(f"- FVD floor of this protocol: **{fvd_floor:.0f}** = FVD between the {p.num_real} held-out real "
+                         f"clips and {p.num_real} other real clips (training clips). Two samples of the same data score "
+                         "this much at these sample counts; read every FVD / rFVD below relative to it")
     else:
         lines.append("- FVD: not measured (--no-fvd)")
     m = machine
     load = m.get("load_average")
     lines.append(f"- machine: {m.get('cpu', '?')} ({m.get('cpu_cores')} cores, {m.get('torch_threads')} torch threads), "
                  f"{m.get('gpu', 'no GPU')}, device {m.get('device')}, torch {m.get('torch')}"
-                 + (f"; load average at the end {load}" if load else ""))
+                 + (f"; load average (1/5/15 min) when this report was written {load}" if load else ""))
+    row_loads = [r["load_1min"] for r in rows if r.get("load_1min") is not None]
+    if row_loads:
+        lines.append(f"- 1-minute load average as each row finished: {min(row_loads):g} to {max(row_loads):g} "
+                     "(column load_1min of results.csv)")
     lines.append(f"- written {time.strftime('%Y-%m-%d %H:%M')}")
     return lines
 
@@ -211,9 +231,9 @@ def _protocol_lines(cfg, machine: dict[str, Any], command: str | None, data: str
 CAVEATS = (
     "FVD and rFVD from so few clips are strongly biased upwards and noisy (a 400-d covariance from a "
     "few dozen samples): compare rows of this table with each other, never with published numbers.",
-    "Throughputs (clips/s) are wall-clock measurements on the machine above; on a shared or loaded "
-    "machine they carry the load's noise (tens of percent). Ratios between rows measured minutes "
-    "apart are more trustworthy than absolute values.",
+    "Throughputs (clips/s, steps/s) are wall-clock measurements on the machine above. On a shared, "
+    "loaded machine the same work can run twice as fast or slow from one minute to the next: treat "
+    "differences smaller than that as noise unless they are repeated on an idle machine.",
     "Tiny training budgets favour designs that are easy to fit quickly; a ranking can change with "
     "longer training.",
 )
@@ -221,7 +241,8 @@ CAVEATS = (
 
 def write_study_report(out: Path, rows: list[dict[str, Any]], kind: str, cfg, machine: dict[str, Any],
                        command: str | None = None, data: str = "builtin",
-                       fvd_record: dict[str, Any] | None = None, plots: bool = True) -> dict[str, Any]:
+                       fvd_record: dict[str, Any] | None = None, plots: bool = True,
+                       autoencoder: str | None = None, fvd_floor: float | None = None) -> dict[str, Any]:
     """results.csv, report.md and (with `plots`) the plot for the finished rows; returns {"front": ...}."""
     out = Path(out)
     write_csv(out / "results.csv", rows)
@@ -235,7 +256,7 @@ def write_study_report(out: Path, rows: list[dict[str, Any]], kind: str, cfg, ma
             plot_ablation(rows, out / plot)
     else:
         raise ValueError(f"unknown study kind {kind!r}; use 'encoder' or 'ablation'")
-    md = [f"# {title}", "", "## Protocol", "", *_protocol_lines(cfg, machine, command, data, fvd_record), "",
+    md = [f"# {title}", "", "## Protocol", "", *_protocol_lines(cfg, rows, machine, command, data, fvd_record, kind, autoencoder, fvd_floor), "",
           "## Results", "", markdown_table(rows, columns), ""]
     if plots:
         md += [f"![plot]({plot})", ""]

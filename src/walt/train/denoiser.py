@@ -403,6 +403,9 @@ def train_denoiser(
         load_model_state(model, state["model"])
         load_model_state(ema.module, state["ema"]["shadow"])
         ema.num_updates = int(state["ema"]["num_updates"])
+        # Stale .grad tensors from a caller's earlier run make the DCP optimiser loader skip its
+        # lazy state initialisation; a resumed step starts from no gradients anyway.
+        model.zero_grad(set_to_none=True)
         load_optimizer_state(model, opt, state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
