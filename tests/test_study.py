@@ -114,6 +114,7 @@ def test_encoder_study_micro_writes_outputs_and_resumes(tmp_path, monkeypatch):
         assert len(list(csv.DictReader(f))) == 2
     md = (tmp_path / "report.md").read_text()
     assert "| f_t=2, f_s=4, c=4, non-causal |" in md and "non-reference feature network" in md
+    assert "FVD floor of this protocol" in md and (tmp_path / "train_i3d.npy").is_file()
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     # training-state checkpoints are dropped once a design is done; the weights stay
     d0 = tmp_path / "designs" / designs[0].name
@@ -213,3 +214,13 @@ def test_cli_micro_run_without_fvd(tmp_path, capsys):
     assert rows[0]["fvd"] == "" and rows[0]["rfvd"] == "" and float(rows[0]["psnr"]) > 0
     md = (tmp_path / "report.md").read_text()
     assert "FVD: not measured" in md and "walt study encoder" in md
+
+
+def test_budget_minutes_become_steps_per_design(tmp_path):
+    cfg = study_config("micro", budget_minutes=0.02, fvd=False)
+    train, held = _data(cfg)
+    (row,) = run_encoder_study(cfg, [EncoderDesign(4, 8, 4, True)], tmp_path, train, held)
+    plan = json.loads((tmp_path / "designs" / "ft4_fs8_c4_causal" / "stages" / "vae_plan.json").read_text())
+    assert plan["sec_per_step"] > 0 and row["vae_steps"] == plan["steps"] >= 2
+    assert row["walt_steps"] >= 2 and row["fvd"] is None and row["rfvd"] is None
+    assert "wall-clock minutes of training per row" in (tmp_path / "report.md").read_text()
