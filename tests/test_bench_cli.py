@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,7 @@ def test_bench_tiny_writes_json_and_markdown(tmp_path, capsys):
     r = json.loads((out / "bench.json").read_text())
     _check_common(r)
     assert r["sections"] == ["ae", "denoiser", "samplers"]
+    size = SIZES["tiny"]()
 
     ae = {(x["model"], x["op"]): x for x in r["autoencoder"]["rows"]}
     assert set(ae) == {("walt", "encode"), ("walt", "decode")}
@@ -51,7 +53,6 @@ def test_bench_tiny_writes_json_and_markdown(tmp_path, capsys):
     assert train["walt-full"]["gflop_per_step"] > train["walt-window"]["gflop_per_step"]
     _positive_finite(r["ratios"], ["train_window_over_full[tiny]"])
 
-    size = SIZES["tiny"]()
     runs = {(x["sampler"], x["steps"]) for x in r["samplers"]["rows"]}
     expected = {(s, n) for s in ("ddim", "dpmpp") for n in size.sampler_steps} | {("ddpm", size.ddpm_steps)}
     assert runs == expected
@@ -61,8 +62,19 @@ def test_bench_tiny_writes_json_and_markdown(tmp_path, capsys):
     ddim = sorted((x for x in r["samplers"]["rows"] if x["sampler"] == "ddim"), key=lambda x: x["steps"])
     assert ddim[-1]["gflop_per_clip"] > ddim[0]["gflop_per_clip"]
 
+    # Streaming: a chunked long decode against a WHOLE-clip 17-frame decode, each with its own peak.
+    st = r["autoencoder"]["streaming"]
+    assert st["short"]["frames"] == 17 and st["short"]["chunk_frames"] is None
+    assert st["long"]["frames"] == 1 + 4 * size.ae_long_latents and st["long"]["chunk_frames"] == 1
+    for x in list(ae.values()) + [st["short"], st["long"]]:
+        assert "memory_method" in x and x["peak_mb"] >= x["peak_over_base_mb"] >= 0
+    for x in list(train.values()) + r["samplers"]["rows"]:
+        _positive_finite(x, ["peak_mb"])  # CPU peaks are measured too (RSS), not left empty
+    assert set(r["section_s"]) == {"ae", "denoiser", "samplers"} and r["load_average_end"] is not None
+    assert r["machine_info"]["torch"] and r["machine_info"]["cpu"]
+
     md = (out / "bench.md").read_text()
-    for text in ("Autoencoder", "window/full", "MFU", "ddpm", "dpmpp", r["machine"]):
+    for text in ("Autoencoder", "Streaming", "window/full", "MFU", "ddpm", "dpmpp", r["machine"], "load average"):
         assert text in md
     printed = capsys.readouterr().out
     assert "samplers ddim" in printed and "wrote" in printed  # progress lines per workload
@@ -110,3 +122,28 @@ def test_bench_help_lists_sections():
     out = subprocess.run([sys.executable, "-m", "walt", "bench", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     assert "ae,denoiser,samplers,peers" in out.stdout and "--size" in out.stdout
+
+
+def test_benchmarks_script_help_and_bad_arguments(tmp_path):
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "benchmarks.sh")
+    assert subprocess.run(["bash", "-n", script]).returncode == 0  # parses
+    out = subprocess.run(["bash", script, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--size smoke|cpu|paper" in out.stdout and "BENCHMARKS.md" in out.stdout
+    for argv, message in ((["--size", "huge"], "--size must be smoke, cpu or paper"), (["--frobnicate"], "unknown argument")):
+        bad = subprocess.run(["bash", script, *argv, "--out", str(tmp_path / "x")], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr
+        assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_suite_sizes_build_their_settings(name):
+    """Every `walt bench --size` builds valid benchmark settings (without running anything)."""
+    import dataclasses
+
+    from walt.bench.denoiser import BenchSettings
+
+    size = SIZES[name]()
+    dn = {**size.denoiser, "dtype": "fp32" if size.denoiser.get("dtype") == "auto" else size.denoiser["dtype"]}
+    s = BenchSettings(device="cpu", **dn)
+    assert size.sampler_layout in ("tiny", "paper", "sr") and set(s.layouts) <= {"tiny", "paper", "sr"}
+    assert dataclasses.asdict(size)["name"] == name and size.description

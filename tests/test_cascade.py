@@ -1,5 +1,6 @@
-"""Tests of the text-to-video cascade (walt.cascade): presets, SR conditioning, cascade sampling,
-long videos, tiled decoding, the seam between extension chunks. Tiny sizes, one CPU thread."""
+"""Tests of the text-to-video cascade (walt.cascade): presets, SR conditioning, SR training pairs,
+cascade sampling, long-video lengths, tiled decoding. Tiny sizes, one CPU thread. The seams between
+extension chunks: tests/test_cascade_seams.py; the command line: tests/test_cascade_cli.py."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from walt.autoencoder import CausalVAE
 from walt.cascade.pipeline import CascadeStage, cascade_lengths, check_chain, sample_cascade
 from walt.cascade.presets import CASCADE_STAGES, PAPER_PARAMS
 from walt.cascade.sr import SRConfig, augment_lowres, sr_loss, super_resolve, upsample_latent
+from walt.cascade.pairs import Downsampled, downsample_video
 from walt.cascade.tiling import blend_ramp, decode_video, tile_spans, tiled_decode
 from walt.denoiser import PRESETS, WALT
 from walt.diffusion import DiffusionSchedule
-from walt.diffusion.loss import DiffusionLossConfig, diffusion_loss
+from walt.pipeline import plan_length
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -181,11 +183,13 @@ def test_cascade_shapes_through_every_tiny_stage():
     names = ("t2v-base-9x16-tiny", "sr1-tiny", "sr2-tiny")
     stages = [CascadeStage(randomize(WALT.from_preset(n), seed=i), name=n) for i, n in enumerate(names)]
     vae = CausalVAE.from_preset("tiny").eval()
-    text, mask = torch.randn(2, 5, 384), torch.ones(2, 5, dtype=torch.bool)
-    out = sample_cascade(stages, vae, text=text, text_mask=mask, uncond_text=torch.zeros(2, 5, 384),
-                         uncond_text_mask=torch.zeros(2, 5, dtype=torch.bool), guidance_scale=2.0,
-                         seeds=[0, 1], steps=2, decode=False)
-    assert [tuple(c[0].shape) for c in out.latents] == [(2, 4, 5, 8, 14), (2, 4, 5, 16, 28), (2, 4, 5, 32, 56)]
+    text, mask = torch.randn(1, 5, 384), torch.ones(1, 5, dtype=torch.bool)
+    out = sample_cascade(stages, vae, text=text, text_mask=mask, uncond_text=torch.zeros(1, 5, 384),
+                         uncond_text_mask=torch.zeros(1, 5, dtype=torch.bool), guidance_scale=2.0,
+                         seeds=[0], steps=1, decode=False)
+    # 128x224 -> 256x448 -> 512x896 pixels with the tiny autoencoder's f_s = 8; every token grid 5x16x28.
+    assert [tuple(c[0].shape) for c in out.latents] == [(1, 4, 5, 16, 28), (1, 4, 5, 32, 56), (1, 4, 5, 64, 112)]
+    assert [s.net.config.token_grid for s in stages] == [(5, 16, 28)] * 3
     assert out.video is None and out.lengths == [17]
     assert all(torch.isfinite(c[0]).all() for c in out.latents)
 
@@ -213,9 +217,36 @@ def test_long_video_length_arithmetic(frames, lengths):
     assert cascade_lengths(frames) == lengths
 
 
-def test_unreachable_length_is_a_clear_error():
+def test_unreachable_length_is_a_clear_error_unless_rounded_up():
     with pytest.raises(ValueError, match="not reachable"):
         cascade_lengths(30)
+    assert cascade_lengths(30, round_up=True) == [17, 29, 41]
+
+
+@pytest.mark.parametrize("frames,short,want", [
+    (21, True, (29, [17, 29])), (41, True, (41, [17, 29, 41])), (42, False, (53, [17, 29, 41, 53])),
+    (17, True, (17, [17])), (10, True, (13, [13])), (1, True, (1, [1])), (10, False, (17, [17])),
+])
+def test_any_length_is_planned_as_the_next_reachable_one(frames, short, want):
+    """`--frames N`: generate the next reachable length (1 + 4k within a chunk, 17 + 12k beyond), crop to N."""
+    assert plan_length(frames, 17, 5, 4, short_clips=short) == want
+    assert want[0] >= frames
+
+
+def test_bad_lengths_are_refused():
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=">= 1"):
+            plan_length(bad)
+
+
+def test_cascade_crops_to_any_length():
+    """21 frames through base -> SR-1: two chunks per stage (17 -> 29), cropped to exactly 21."""
+    stages = small_stages(("t2v-base-tiny", "sr1-tiny"))
+    vae = CausalVAE.from_preset("tiny").eval()
+    out = sample_cascade(stages, vae, text=torch.randn(1, 3, 384), seeds=[0], steps=1, num_frames=21)
+    assert out.video.shape == (1, 3, 21, 64, 64) and out.lengths == [17, 29]
+    short = sample_cascade(stages, vae, text=torch.randn(1, 3, 384), seeds=[0], steps=1, num_frames=6)
+    assert short.video.shape == (1, 3, 6, 64, 64) and short.lengths == [17]
 
 
 # ------------------------------------------------------------------------------------ tiling
@@ -282,94 +313,25 @@ def test_tiling_rejects_too_small_overlap():
         tiled_decode(LocalDecoder(), torch.randn(1, 4, 1, 20, 20), tile=8, overlap=4, pad=2)
 
 
-# ------------------------------------------------------------------------------------ seams
+# ------------------------------------------------------------------------------------ SR pairs
 
 
-class ExactVAE(nn.Module):
-    """A causal 'autoencoder' whose encode inverts decode exactly (f_s = 8, f_t = 4, c = 3):
-    encode = 8x8 average pool of frames 0, 4, 8, ...; decode = nearest x8 in space and linear
-    interpolation in time between consecutive latent frames (frame 4j is latent j exactly)."""
-
-    def __init__(self):
-        super().__init__()
-        self.config = type("C", (), {"spatial_factor": 8, "temporal_factor": 4, "latent_channels": 3})()
-        self.dummy = nn.Parameter(torch.zeros(()))
-
-    def encode(self, x, chunk_frames=None):
-        return nn.functional.avg_pool3d(x[:, :, ::4], (1, 8, 8))
-
-    def decode(self, z, chunk_frames=None):
-        frames = [z[:, :, :1]]
-        for j in range(1, z.shape[2]):
-            for k in range(1, 5):
-                frames.append(z[:, :, j - 1:j] + k / 4 * (z[:, :, j:j + 1] - z[:, :, j - 1:j]))
-        x = torch.cat(frames, dim=2)
-        return x.repeat_interleave(8, 3).repeat_interleave(8, 4)
-
-
-def _train_tiny_frame_model(steps: int, n_clips: int, batch: int = 16, seed: int = 0):
-    from walt.autoencoder import LatentStats
+def test_downsampled_pairs_are_the_same_clips_box_filtered():
+    """The low-res side of an SR pair = the high-res clip's pixels, area-downsampled (a 2x2 box mean)."""
     from walt.data import SyntheticVideos
 
-    vae = ExactVAE()
-    ds = SyntheticVideos(n_clips, num_frames=17, resolution=64, seed=seed)
-    z = torch.cat([vae.encode(ds[i]["video"][None]) for i in range(n_clips)])  # (N, 3, 5, 8, 8)
-    stats = LatentStats(z.mean(dim=(0, 2, 3, 4)), z.std(dim=(0, 2, 3, 4)))
-    zn = stats.normalize(z)
-    torch.manual_seed(seed)
-    net = WALT.from_preset("t2v-base-tiny", in_channels=3, text_dim=0, cross_attention="none",
-                           spatiotemporal_window=(5, 4, 4))
-    sched = DiffusionSchedule()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
-    cfg = DiffusionLossConfig(p_frame_pred=0.7, context_frames=(2,))
-    g = torch.Generator().manual_seed(seed)
-    net.train()
-    for step in range(steps):
-        ids = torch.randint(n_clips, (batch,), generator=g)
-        loss, _ = diffusion_loss(net, zn[ids], sched, cfg, generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval(), vae, stats, sched
-
-
-def _seam_statistic(net, vae, stats, sched, frames=41, seeds=(0, 1, 2, 3), steps=10, independent=False):
-    """Per-transition mean |z_{j+1} - z_j| of the long video's latents (= frames 4j), split into
-    chunk boundaries (the first generated frame after each 5-frame context) and inside-chunk steps."""
-    from walt.pipeline import extend_video, generate
-
-    if independent:  # negative control: chunks generated without context, stitched the same way
-        chunks = [vae.decode(generate(net, sched, (len(seeds), 3, 5, 8, 8), steps=steps,
-                                      seeds=[s + 100 * k for s in seeds], latent_stats=stats)) for k in range(3)]
-        video = torch.cat([chunks[0]] + [c[:, :, 5:] for c in chunks[1:]], dim=2)
-    else:
-        video = extend_video(vae, net, sched, None, frames, seeds=list(seeds), steps=steps, latent_stats=stats)
-    z = vae.encode(video)  # (B, 3, 11, 8, 8): latent j = frame 4j
-    d = (z[:, :, 1:] - z[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4))  # (10,) transitions j -> j+1
-    boundary = [4, 7]  # frames 16 -> 20 and 28 -> 32: first generated frame after each context
-    inside = [j for j in range(10) if j not in boundary]
-    return float(d[boundary].mean()), float(d[inside].mean()), float(d[inside].max())
-
-
-def test_extension_seam_fast():
-    """Fast variant (60 steps, batch 16, 5 DDIM steps; ~15 s idle, ~55 s on the shared machine). Statistic: mean |z_{j+1} - z_j| over the
-    latent frames (= pixel frames 4j) of 41-frame videos, 4 samples, at the two chunk boundaries vs
-    inside chunks. With context the boundary stays within 1.5x the inside-chunk mean; stitching
-    independently generated chunks (the control, same model) is at least 1/0.75 times rougher."""
-    net, vae, stats, sched = _train_tiny_frame_model(steps=60, n_clips=16, batch=16)
-    b, inside, _ = _seam_statistic(net, vae, stats, sched, steps=5)
-    b_ind, _, _ = _seam_statistic(net, vae, stats, sched, steps=5, independent=True)
-    assert b <= 1.5 * inside, (b, inside)
-    assert b < 0.75 * b_ind, (b, b_ind)
-
-
-@pytest.mark.slow
-def test_extension_seam_trained():
-    """300 training steps, 64 clips, 20 DDIM steps (~4 min on a shared 2-core CPU). Measured: boundary
-    0.116 vs inside mean 0.099 / inside max 0.108 (ratio 1.18), independent chunks 0.251. Asserted:
-    boundary <= 1.25x the inside mean, and < 0.6x the independent-chunk boundary."""
-    net, vae, stats, sched = _train_tiny_frame_model(steps=300, n_clips=64)
-    b, inside, _ = _seam_statistic(net, vae, stats, sched, steps=20)
-    b_ind, _, _ = _seam_statistic(net, vae, stats, sched, steps=20, independent=True)
-    assert b <= 1.25 * inside, (b, inside)
-    assert b < 0.6 * b_ind, (b, b_ind)
+    hi = SyntheticVideos(3, num_frames=5, resolution=(32, 48), seed=1)
+    lo = Downsampled(hi, (16, 24))
+    assert len(lo) == 3 and lo.describe()["downsampled_from"] == [32, 48] and lo.describe()["downsample_mode"] == "area"
+    for i in range(3):
+        a, b = hi[i], lo[i]
+        assert (a["caption"], a["label"], a["index"]) == (b["caption"], b["label"], b["index"])
+        box = a["video"].unflatten(2, (16, 2)).unflatten(4, (24, 2)).mean(dim=(3, 5))  # (3, T, 16, 24)
+        assert b["video"].shape == (3, 5, 16, 24) and torch.allclose(b["video"], box, atol=1e-6)
+    # Re-rendering at the low resolution is the same scene but not the same pixels.
+    rerender = SyntheticVideos(3, num_frames=5, resolution=(16, 24), seed=1)[0]["video"]
+    assert (rerender - lo[0]["video"]).abs().mean() > 1e-3
+    bil = downsample_video(hi[0]["video"], (16, 24), "bilinear")
+    assert bil.shape == (3, 5, 16, 24) and (bil - lo[0]["video"]).abs().mean() < 0.1
+    with pytest.raises(ValueError, match="larger"):
+        Downsampled(hi, (64, 64))

@@ -189,7 +189,7 @@ def _bad_cases(c, b):
         # frame counts
         "encode frames": (enc + ["--data", "builtin", "--frames", 8], ["--frames 8", "1+4k"]),
         "train-vae frames": (tv + ["--frames", 10], ["--frames 10"]),
-        "sample frames": (s + ["--frames", 10], ["--frames 10"]),
+        "sample frames": (s + ["--frames", 0], ["--frames 0"]),
         "resolution": (enc + ["--data", "builtin", "--resolution", 30], ["--resolution 30"]),
         # datasets
         "empty folder": (enc + ["--data", b / "empty"], ["no video files"]),
@@ -285,3 +285,208 @@ def test_encode_and_train_from_a_video_folder(chain, capsys, tmp_path):
                               "--batch-size", 3, "--set", "hidden_size=32", "--set", "depth=1", "--no-progress"], capsys)
     assert code == 0, err
     assert "2 classes" in out and (tmp_path / "run" / "walt_ema.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------- argparse errors
+
+
+def _walt_subprocess(argv, timeout=120, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "walt", *map(str, argv)], capture_output=True, text=True,
+                          env=env, timeout=timeout, **kw)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["sample", "--steps", "abc"], "invalid int value: 'abc'"),
+    (["train"], "--cache"),  # required arguments missing
+    (["encode", "--vae", "v", "--data", "builtin", "--out", "o", "--dtype", "float8"], "invalid choice: 'float8'"),
+    (["train-vae", "--data", "x", "--out", "o", "--frame-stride", "2", "--fps", "8"], "not allowed with"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+])
+def test_argparse_errors_are_one_line_with_a_pointer_to_help(argv, needle, tmp_path):
+    proc = _walt_subprocess(argv, cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    cmd = "walt" if argv[0] == "nonsense" else f"walt {argv[0]}"
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and "usage:" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"{cmd}: error: ") and lines[0].endswith(f"(see {cmd} --help)"), lines[0]
+    assert needle in lines[0], lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------------- clip sampling of real videos
+
+
+@pytest.fixture(scope="module")
+def ramp_videos(tmp_path_factory):
+    """A real video folder (PyAV H.264): 2 classes x 1 file of 33 frames at 16 fps whose grey level codes the frame index."""
+    from walt.data import write_mp4
+
+    root = tmp_path_factory.mktemp("ramp") / "videos"
+    levels = torch.linspace(-0.9, 0.9, 33)  # step 0.05625 (~7 of 255 grey levels) per source frame
+    for cls in ("up", "down"):
+        (root / cls).mkdir(parents=True)
+        ramp = levels if cls == "up" else levels.flip(0)
+        write_mp4(root / cls / "clip.mp4", ramp.view(1, 33, 1, 1).expand(3, 33, 40, 40).contiguous(), fps=16)
+    return root
+
+
+def _frame_step(video):
+    """Mean grey-level change between consecutive frames of (3, T, H, W), in units of source frames."""
+    g = video.mean(dim=(0, 2, 3))  # (T,)
+    return float((g[1:] - g[:-1]).abs().mean() / (1.8 / 32))
+
+
+def test_frame_stride_and_fps_pick_source_frames(ramp_videos):
+    from walt.cli import UserError
+    from walt.commands._common import dataset_from_arg
+
+    for kw, step in (({}, 1.0), ({"frame_stride": 3}, 3.0), ({"fps": 8.0}, 2.0), ({"fps": 16.0}, 1.0)):
+        ds = dataset_from_arg(str(ramp_videos), 9, 32, **kw)
+        assert type(ds).__name__ == "VideoFolder" and ds.class_names == ["down", "up"]
+        for i in range(len(ds)):
+            assert _frame_step(ds[i]["video"]) == pytest.approx(step, abs=0.15), (kw, i)
+    for kw, needle in (({"frame_stride": 0}, "--frame-stride must be an integer >= 1"),
+                       ({"fps": float("nan")}, "--fps must be a finite number"),
+                       ({"fps": 0.0}, "--fps must be > 0"),
+                       ({"frame_stride": 2, "fps": 8.0}, "give one of them")):
+        with pytest.raises(UserError, match=needle):
+            dataset_from_arg(str(ramp_videos), 9, 32, **kw)
+    with pytest.raises(UserError, match="built-in dataset renders every frame"):
+        dataset_from_arg("builtin", 9, 32, frame_stride=2)
+
+
+def test_encode_and_train_vae_take_frame_stride_and_fps(chain, ramp_videos, capsys, tmp_path):
+    import json
+
+    enc = ["encode", "--vae", chain["vae"], "--data", ramp_videos, "--out", tmp_path / "cache", "--frames", 9,
+           "--resolution", 32, "--no-progress"]
+    code, _, err = run_cli(enc + ["--frame-stride", 2], capsys)
+    assert code == 0, err
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["dataset"]["frame_stride"] == 2 and "fps" not in index["dataset"] and index["num_samples"] == 2
+    # The same cache folder with another clip sampling is other latents: refused in one line.
+    code, _, err = run_cli(enc + ["--fps", 8], capsys)
+    assert_user_error(code, err, "--frame-stride 2", "another --out")
+    code, out, err = run_cli(["train-vae", "--data", ramp_videos, "--out", tmp_path / "vae", "--steps", 1,
+                              "--batch-size", 2, "--frames", 9, "--resolution", 32, "--fps", 8,
+                              "--stats-batches", 0, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "done at step 1" in out and (tmp_path / "vae" / "vae_ema.safetensors").is_file()
+    code, _, err = run_cli(["train-vae", "--data", "builtin", "--out", tmp_path / "vae2", "--steps", 1,
+                            "--frames", 9, "--resolution", 32, "--frame-stride", 2], capsys)
+    assert_user_error(code, err, "--frame-stride", "built-in")
+    assert not (tmp_path / "vae2").exists()
+
+
+# ----------------------------------------------------------------------------- sample options
+
+
+@pytest.fixture
+def generate_calls(monkeypatch):
+    """Record the keyword arguments `walt sample` passes to walt.pipeline.generate (which still runs)."""
+    import walt.pipeline
+
+    calls, real = [], walt.pipeline.generate
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(walt.pipeline, "generate", recording)
+    return calls
+
+
+def test_sample_unconditional_and_every_class(chain, capsys, tmp_path, generate_calls):
+    from walt.data.synthetic import CLASS_NAMES
+
+    base = ["sample", "--ckpt", chain["run"], "--vae", chain["vae"], "--steps", 1, "--no-progress"]
+    code, out, err = run_cli(base + ["--out", tmp_path / "u", "--unconditional", "--seeds", "3,4"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "u").glob("*.mp4")) == ["sample_000_uncond_seed3.mp4",
+                                                                       "sample_001_uncond_seed4.mp4"]
+    assert "unconditional" in out and generate_calls[-1]["y"] is None and generate_calls[-1]["seeds"] == [3, 4]
+
+    code, out, err = run_cli(base + ["--out", tmp_path / "all", "--classes", "all", "--batch-size", 8], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in (tmp_path / "all").glob("*.mp4"))
+    assert names == sorted(f"sample_{i:03d}_{c}_seed{i}.mp4" for i, c in enumerate(CLASS_NAMES))
+    assert "class-conditional (8 class(es))" in out
+    assert generate_calls[-1]["y"].tolist() == list(range(8))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmpp"])
+def test_sample_other_samplers_with_guidance(sampler, chain, capsys, tmp_path, generate_calls):
+    from walt.data import read_video
+
+    code, out, err = run_cli(["sample", "--ckpt", chain["run"], "--vae", chain["vae"], "--out", tmp_path / sampler,
+                              "--class-label", 2, "--seed", 1, "--steps", 3, "--sampler", sampler,
+                              "--guidance-scale", 3, "--no-progress"], capsys)
+    assert code == 0, err
+    (mp4,) = (tmp_path / sampler).glob("*.mp4")
+    video = read_video(mp4, output="float")
+    assert video.shape == (3, 9, 32, 32) and torch.isfinite(video).all()
+    (call,) = generate_calls
+    assert (call["sampler"], call["steps"], call["guidance_scale"], call["y"].tolist()) == (sampler, 3, 3.0, [2])
+    assert f"{sampler} 3 steps, guidance 3" in out
+
+
+def test_sample_batch_size_splits_without_changing_the_videos(chain, capsys, tmp_path, generate_calls):
+    from walt.data import read_video
+
+    base = ["sample", "--ckpt", chain["run"], "--vae", chain["vae"], "--class-label", 5, "--seeds", "7,8,9",
+            "--steps", 2, "--no-progress"]
+    assert run_cli(base + ["--out", tmp_path / "one", "--batch-size", 3], capsys)[0] == 0
+    assert run_cli(base + ["--out", tmp_path / "split", "--batch-size", 2], capsys)[0] == 0
+    assert [c["seeds"] for c in generate_calls] == [[7, 8, 9], [7, 8], [9]]
+    for one, split in zip(sorted((tmp_path / "one").glob("*.mp4")), sorted((tmp_path / "split").glob("*.mp4")),
+                          strict=True):
+        assert one.name == split.name
+        a, b = read_video(one, output="float"), read_video(split, output="float")
+        # Same seeds -> same videos; batched matmuls may round differently, H.264 may amplify it a little.
+        assert (a - b).abs().mean() < 2e-3, one.name
+
+
+# ----------------------------------------------------------------------------- train: compile, torchrun
+
+
+def _compile_works() -> bool:
+    import torch._dynamo
+
+    return torch._dynamo.is_dynamo_supported() and shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
+@pytest.mark.slow  # torch.compile's first call takes ~20 s cold on CPU (SPEC §7)
+def test_train_with_compile_two_steps(chain, capsys, tmp_path):
+    if not _compile_works():
+        pytest.skip("torch.compile needs dynamo support and a C++ compiler (g++) on this machine")
+    code, out, err = run_cli(["train", "--cache", chain["cache"], "--out", tmp_path / "run", "--steps", 2,
+                              "--batch-size", 4, "--set", "hidden_size=32", "--set", "depth=2", "--compile",
+                              "--log-every", 1, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "done at step 2" in out and (tmp_path / "run" / "walt_ema.safetensors").is_file()
+    from walt.checkpoint import load_checkpoint
+
+    state = load_checkpoint(tmp_path / "run" / "walt.safetensors")
+    assert not any("_orig_mod" in k for k in state["model"])  # saved unwrapped: loads into a plain WALT
+
+
+def test_train_under_torchrun_ddp_runs_the_cli_shutdown(chain, tmp_path):
+    """`torchrun --nproc_per_node=2 -m walt train --parallel ddp` (gloo, CPU): rank 0 alone prints and writes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "walt",
+           "train", "--cache", str(chain["cache"]), "--out", str(out), "--steps", "2", "--batch-size", "4",
+           "--set", "hidden_size=32", "--set", "depth=2", "--parallel", "ddp", "--log-every", "1",
+           "--device", "cpu", "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.stdout.count("walt train: done at step 2") == 1, proc.stdout  # rank 0 only
+    assert "2 process(es)" in proc.stdout and "Traceback" not in proc.stderr
+    assert (out / "walt_ema.safetensors").is_file() and (out / "walt.safetensors").is_file()
+    import csv
+
+    with open(out / "log.csv", newline="") as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["1", "2"]  # one writer

@@ -1,7 +1,7 @@
 """Foundation: strict configs and safe, atomic checkpoints."""
 
 from dataclasses import dataclass, field
-import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,7 +84,41 @@ def test_checkpoint_errors_are_clear(tmp_path):
 def test_failed_save_keeps_previous_checkpoint(tmp_path):
     path = tmp_path / "ck.safetensors"
     save_checkpoint(path, {"w": torch.ones(2), "step": 1})
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError):  # refused while flattening, before anything is written
         save_checkpoint(path, {"w": torch.zeros(2), "bad": object()})
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]  # no temp file left behind
+
+
+def test_crash_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    """The safetensors write dies half-way (disk full, kill): the old file survives, no temp file remains."""
+    import walt.checkpoint as ckpt
+
+    path = tmp_path / "ck.safetensors"
+    save_checkpoint(path, {"w": torch.ones(1000), "step": 1})
+    real_save_file = ckpt.save_file
+    written = []
+
+    def partial_then_fail(tensors, filename, metadata=None):
+        real_save_file(tensors, filename, metadata=metadata)
+        data = Path(filename).read_bytes()
+        Path(filename).write_bytes(data[: len(data) // 2])  # a truncated file where the write went
+        written.append(Path(filename))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "save_file", partial_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"w": torch.zeros(1000), "step": 2})
+    assert written and written[0] != path and written[0].parent == tmp_path  # it wrote a temp file, not the target
+    back = load_checkpoint(path)
+    assert back["step"] == 1 and torch.equal(back["w"], torch.ones(1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]
+    # Without the atomic rename the truncated bytes would be unreadable: the check above can fail.
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(_truncated_copy(path, tmp_path / "half.safetensors"))
+
+
+def _truncated_copy(src, dst):
+    data = src.read_bytes()
+    dst.write_bytes(data[: len(data) // 2])
+    return dst

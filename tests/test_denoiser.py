@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from walt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from walt.config import ConfigError
-from walt.denoiser import WALT, WALTConfig, WALTBlock, WindowAttention, window_partition, window_reverse
-from walt.denoiser.embeddings import RelativePositionBias
+from walt.denoiser import (
+    WALT,
+    WALTBlock,
+    WALTConfig,
+    WindowAttention,
+    WindowCrossAttention,
+    window_partition,
+    window_reverse,
+)
+from walt.denoiser.embeddings import PatchEmbed, PositionEmbedding, RelativePositionBias, patchify, unpatchify
 
 B, C, T, H, W = 2, 4, 5, 8, 8
 
@@ -75,6 +87,57 @@ def test_builds_on_meta_device():
     assert all(p.is_meta for p in net.parameters())
 
 
+def test_position_embedding_is_spatial_plus_temporal_and_an_image_takes_temporal_0():
+    pe = randomize(PositionEmbedding((5, 4, 6), 8))  # non-square grid: catches an h / w swap
+    spatial = pe.spatial.reshape(4, 6, 8)  # row (h * W + w)
+    image = pe(1)
+    assert image.shape == (1, 4, 6, 8)
+    torch.testing.assert_close(image[0], pe.temporal[0] + spatial, rtol=0, atol=0)
+    video = pe(3)
+    for k in range(3):
+        torch.testing.assert_close(video[k], pe.temporal[k] + spatial, rtol=0, atol=0)
+    # In the network: the first block receives patch embedding + temporal[0] + spatial for an image.
+    net = randomize(tiny())
+    seen = {}
+    h1 = net.x_embedder.register_forward_hook(lambda m, a, out: seen.update(embed=out))
+    h2 = net.blocks[0].register_forward_pre_hook(lambda m, a: seen.update(block_in=a[0]))
+    x, t = inputs(frames=1)
+    net(x, t)
+    h1.remove()
+    h2.remove()
+    table = net.pos_embed.temporal[0] + rearrange(net.pos_embed.spatial, "(h w) d -> h w d", h=H, w=W)
+    torch.testing.assert_close(seen["block_in"] - seen["embed"], table.expand_as(seen["embed"]))
+
+
+def test_patchify_p2_is_a_per_frame_strided_conv_and_unpatchify_inverts_it():
+    emb = randomize(PatchEmbed(3, 16, 2))
+    x = torch.randn(2, 3, 4, 6, 8, generator=torch.Generator().manual_seed(0))  # (B, C, T, H, W)
+    weight = rearrange(emb.proj.weight, "d (p1 p2 c) -> d c p1 p2", p1=2, p2=2)  # the patch layout
+    ref = F.conv2d(rearrange(x, "b c t h w -> (b t) c h w"), weight, emb.proj.bias, stride=2)
+    ref = rearrange(ref, "(b t) d h w -> b t h w d", b=2)  # (B, T, H/2, W/2, D)
+    torch.testing.assert_close(emb(x), ref, atol=1e-5, rtol=1e-5)
+    # No temporal mixing: changing frame 2 changes frame 2's tokens only.
+    x2 = x.clone()
+    x2[:, :, 2] += torch.randn_like(x2[:, :, 2])
+    changed = (emb(x2) - emb(x)).abs().sum(dim=(0, 2, 3, 4))  # per frame
+    assert changed[2] > 0 and changed[[0, 1, 3]].eq(0).all()
+    # unpatchify (the network's output layout) inverts patchify exactly.
+    tokens = patchify(x, 2)
+    assert tokens.shape == (2, 4, 3, 4, 2 * 2 * 3)
+    assert torch.equal(unpatchify(tokens, 2), x)
+    # The network with p = 2 maps each 2x2 output patch from one token: the output pixels of
+    # token (0, 0) of frame 0 are the only ones a single-block network changes when that
+    # token's value changes through its own input patch.
+    net = randomize(tiny(depth=1, patch_size=2, spatial_window=(1, 4, 4), self_conditioning=False))
+    net.blocks[0].attn.proj.weight.data.zero_()  # attention off: the block mixes no tokens
+    net.blocks[0].attn.proj.bias.data.zero_()
+    xin, tt = inputs(batch=1)
+    xin2 = xin.clone()
+    xin2[0, :, 0, :2, :2] += 1.0  # one input patch
+    diff = (net(xin2, tt) - net(xin, tt)).abs().sum(dim=(0, 1))  # (T, H, W)
+    assert diff[0, :2, :2].min() > 0 and diff.sum() == diff[0, :2, :2].sum()
+
+
 # --- windows ---------------------------------------------------------------------------------
 
 
@@ -133,22 +196,65 @@ def test_clamped_window_bias_is_a_subset_of_the_full_window_bias():
     torch.testing.assert_close(rpb((2, 4, 4)), full[:, :32, :32])
 
 
-def test_window_equals_full_attention_when_the_window_covers_everything():
-    # Module level, with relative bias: a window covering the grid is full attention.
+def load_window_weights_into_full(net_full: WALT, net_window: WALT) -> None:
+    """Copy a window network's weights into its `attention="full"` twin.
+
+    The only parameters whose shapes differ are the spatial layers' relative-bias tables. A full
+    layer sizes its table for the whole (T, H, W) grid: (2T-1)(2H-1)(2W-1) rows indexed by
+    (dt, dh, dw); a spatial window (1, H, W) has the (2H-1)(2W-1) rows of dt = 0, which are the
+    full table's slice at dt = 0 (row block T-1 after the shift). An image (T = 1) only ever
+    reads that slice, so with it copied both networks compute the same function on images.
+    """
+    t = net_full.config.token_grid[0]
+    full_state = net_full.state_dict()
+    state = dict(net_window.state_dict())
+    for key, value in state.items():
+        if full_state[key].shape != value.shape:
+            assert key.endswith("rel_pos.table"), key
+            table = full_state[key].clone().view(2 * t - 1, -1, value.shape[-1])  # (dt, dh*dw, heads)
+            table[t - 1] = value
+            state[key] = table.view_as(full_state[key])
+    net_full.load_state_dict(state)
+
+
+@pytest.mark.parametrize("rel_pos_bias", [True, False])
+def test_window_equals_full_attention_when_the_window_covers_everything(rel_pos_bias):
+    # Module level: a window covering the grid is full attention (bias included).
     torch.manual_seed(0)
-    attn = randomize(WindowAttention(16, 2, (5, 8, 8)))
+    attn = randomize(WindowAttention(16, 2, (5, 8, 8), rel_pos_bias=rel_pos_bias))
     x = torch.randn(1, 5, 8, 8, 16)
     torch.testing.assert_close(attn(x), naive_window_attention(attn, x, (5, 8, 8)), atol=1e-5, rtol=1e-4)
     # Network level: spatial windows cover a frame, ST windows the whole clip; for an image both
-    # kinds of layer then match "full" exactly (same weights, bias-free so state dicts line up).
-    net_w = randomize(tiny(rel_pos_bias=False, spatiotemporal_window=(5, 8, 8)))
-    net_f = tiny(rel_pos_bias=False, attention="full")
-    net_f.load_state_dict(net_w.state_dict())
+    # kinds of layer then are full attention, so the two networks agree (relative bias too).
+    net_w = randomize(tiny(rel_pos_bias=rel_pos_bias, spatiotemporal_window=(5, 8, 8)))
+    net_f = randomize(tiny(rel_pos_bias=rel_pos_bias, attention="full"), scale=0.2)
     x, t = inputs(frames=1)
-    torch.testing.assert_close(net_f(x, t), net_w(x, t))
+    assert not torch.allclose(net_f(x, t), net_w(x, t))  # different weights: the check below can fail
+    load_window_weights_into_full(net_f, net_w)
+    torch.testing.assert_close(net_f(x, t), net_w(x, t), atol=1e-5, rtol=1e-5)
     # For a video the spatial layers differ (they never mix frames): the outputs must differ.
     x, t = inputs()
     assert not torch.allclose(net_f(x, t), net_w(x, t))
+
+
+def test_paper_default_windows_clamp_to_a_small_latent():
+    """The paper's windows (1x16x16 spatial, 5x8x8 spatiotemporal) on a 3x4x4 latent become 1x4x4 / 3x4x4."""
+    defaults = WALTConfig()
+    assert (defaults.spatial_window, defaults.spatiotemporal_window) == ((1, 16, 16), (5, 8, 8))
+    small = dict(input_size=(3, 4, 4), spatial_window=defaults.spatial_window,
+                 spatiotemporal_window=defaults.spatiotemporal_window)
+    net = randomize(tiny(**small))
+    assert [b.attn.window for b in net.blocks] == [(1, 4, 4), (3, 4, 4)] * 2
+    # The clamped network is the one built with those windows given explicitly (same weights).
+    explicit = tiny(input_size=(3, 4, 4), spatial_window=(1, 4, 4), spatiotemporal_window=(3, 4, 4))
+    explicit.load_state_dict(net.state_dict())
+    g = torch.Generator().manual_seed(3)
+    for frames in (1, 2, 3):  # 2 frames: the 3x4x4 window clamps again, to 2x4x4
+        x = torch.randn(2, C, frames, 4, 4, generator=g)
+        t = torch.tensor([10, 900])
+        out = net(x, t, y=torch.tensor([1, 2]))
+        assert out.shape == x.shape and torch.isfinite(out).all()
+        torch.testing.assert_close(explicit(x, t, y=torch.tensor([1, 2])), out)
 
 
 def test_full_attention_layers_see_every_token():
@@ -318,6 +424,48 @@ def test_text_cross_attention(mode):
     assert len([b for b in tiny(text_dim=12, cross_attention="none").blocks if b.cross_attn is not None]) == 0
 
 
+def reference_cross_attention(attn: WindowCrossAttention, x, text, text_mask, window):
+    """By hand, one window at a time: keys / values = kv(concat(window tokens, kept text tokens))."""
+    b, t, h, w, d = x.shape
+    heads, wt, wh, ww = attn.num_heads, *window
+    out = torch.empty_like(x)
+    for i in range(b):
+        kept = text[i][text_mask[i]] if text is not None else x.new_zeros(0, d)  # (L_i, D)
+        for t0 in range(0, t, wt):
+            for h0 in range(0, h, wh):
+                for w0 in range(0, w, ww):
+                    win = x[i, t0 : t0 + wt, h0 : h0 + wh, w0 : w0 + ww].reshape(-1, d)  # (N, D)
+                    q = attn.q(win).view(-1, heads, d // heads).transpose(0, 1)  # (heads, N, hd)
+                    k, v = attn.kv(torch.cat([win, kept])).chunk(2, dim=-1)  # (N + L_i, D) each
+                    k = k.view(-1, heads, d // heads).transpose(0, 1)
+                    v = v.view(-1, heads, d // heads).transpose(0, 1)
+                    q, k = attn.q_norm(q), attn.k_norm(k)
+                    p = (q @ k.transpose(-1, -2) / math.sqrt(d // heads)).softmax(-1)  # (heads, N, N + L_i)
+                    o = attn.proj((p @ v).transpose(0, 1).reshape(-1, d))  # (N, D)
+                    out[i, t0 : t0 + wt, h0 : h0 + wh, w0 : w0 + ww] = o.view(wt, wh, ww, d)
+    return out
+
+
+def test_cross_attention_keys_values_are_the_window_tokens_and_the_text_tokens():
+    """W.A.L.T §3.3: K/V = concat(query-window tokens, text tokens); a text-only K/V would fail here."""
+    torch.manual_seed(0)
+    attn = randomize(WindowCrossAttention(16, 2, (1, 4, 4)))
+    x = torch.randn(2, 2, 8, 8, 16)  # (B, T, H, W, D): 8 windows per sample
+    text = torch.randn(2, 3, 16)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    out = attn(x, text, mask)
+    torch.testing.assert_close(out, reference_cross_attention(attn, x, text, mask, (1, 4, 4)), atol=1e-5, rtol=1e-4)
+    # Unconditional (no text): the window attends to itself only, which an all-False mask equals.
+    none = attn(x, None, None)
+    torch.testing.assert_close(none, reference_cross_attention(attn, x, None, None, (1, 4, 4)), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(attn(x, text, torch.zeros_like(mask)), none, atol=1e-6, rtol=1e-5)
+    # A spatiotemporal (2, 4, 4) window: the queries of both frames share the keys / values.
+    attn_st = randomize(WindowCrossAttention(16, 2, (2, 4, 4)))
+    torch.testing.assert_close(
+        attn_st(x, text, mask), reference_cross_attention(attn_st, x, text, mask, (2, 4, 4)), atol=1e-5, rtol=1e-4
+    )
+
+
 def test_superresolution_conditioning():
     net = randomize(tiny(lowres_channels=4))
     x, t = inputs()
@@ -411,3 +559,36 @@ def test_config_round_trips_through_dict():
 
     cfg = WALT.from_preset("tiny", text_dim=16, cross_attention="all").config
     assert config_from_dict(WALTConfig, config_to_dict(cfg)) == cfg
+
+
+# --- import rule -----------------------------------------------------------------------------
+
+_IMPORT_PROBE = """
+import json, sys
+import walt.denoiser
+from walt.denoiser import WALT, get_preset
+after_import = sorted(m for m in sys.modules if m == "walt" or m.startswith("walt."))
+WALT.from_preset("tiny")
+WALT.from_preset("t2v-base-tiny")
+for name in ("t2v-base", "t2v-base-9x16", "sr1", "sr2"):
+    get_preset(name), get_preset(name + "-tiny")
+after_presets = sorted(m for m in sys.modules if m == "walt" or m.startswith("walt."))
+print(json.dumps({"import": after_import, "presets": after_presets}))
+"""
+
+
+def test_denoiser_imports_no_diffusion_pipeline_or_training_code():
+    """`walt.denoiser` is plain PyTorch: importing it, and building any preset (the text-to-video
+    ones live in walt.cascade.presets), loads no walt.diffusion / walt.pipeline / walt.train."""
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    forbidden = ("walt.diffusion", "walt.pipeline", "walt.train")
+    for stage, modules in loaded.items():
+        bad = [m for m in modules if m.startswith(forbidden)]
+        assert not bad, f"after {stage}: {bad}"
+    # The cascade presets are registered lazily: the import alone loads no walt.cascade module,
+    # and a cascade preset loads only its presets module (the package init is lazy).
+    assert not [m for m in loaded["import"] if m.startswith("walt.cascade")]
+    assert [m for m in loaded["presets"] if m.startswith("walt.cascade")] == ["walt.cascade", "walt.cascade.presets"]
+    assert "walt.denoiser.model" in loaded["import"]

@@ -260,6 +260,24 @@ def test_loss_label_dropout():
     assert 0.07 < frac < 0.13  # default p_uncond = 0.1
 
 
+def test_loss_default_probabilities_p_sc_and_p_fp():
+    """Defaults live in DiffusionLossConfig: p_sc = 0.9 (paper Table 3), p_fp = 0.5 (a project
+    choice: the paper does not state it), 1 or 2 context latent frames; the loss draws with them."""
+    cfg = DiffusionLossConfig()
+    assert cfg.p_self_cond == 0.9 and cfg.p_frame_pred == 0.5 and cfg.context_frames == (1, 2)
+    assert cfg.p_uncond == 0.1
+    net = SpyNet(self_conditioning=True, frame_conditioning=True)
+    _, stats = diffusion_loss(net, _x0(b=4000, c=2, t=3, hw=1), DiffusionSchedule(), generator=torch.Generator().manual_seed(0))
+    first, second = net.calls  # zero self-cond pass, then the trained pass
+    used_sc = second["self_cond"].flatten(1).abs().sum(1) > 0
+    assert 0.88 < used_sc.float().mean().item() < 0.92
+    assert stats["frac_self_cond"].item() == pytest.approx(used_sc.float().mean().item())
+    k = second["cond_mask"].sum(1)  # context frames per sample
+    assert 0.47 < (k > 0).float().mean().item() < 0.53
+    assert 0.45 < (k == 1).float().sum().item() / (k > 0).float().sum().item() < 0.55
+    assert torch.equal(first["cond_mask"], second["cond_mask"])  # both passes see the same context
+
+
 def test_loss_config_validation():
     with pytest.raises(ValueError):
         DiffusionLossConfig(p_self_cond=1.5)

@@ -1,5 +1,6 @@
 """Distributed plumbing: restorable data order, wrappers, and a real 2-process torchrun run (gloo, CPU)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from walt.autoencoder import CausalVAE
 from walt.data import SyntheticVideos
 from walt.data.latent_cache import LatentDataset, encode_dataset
 from walt.denoiser import WALT
+from walt.train.vae import train_vae
 from walt.train.distributed import (
     ResumableBatchSampler,
     apply_training_wrappers,
@@ -28,6 +30,7 @@ from walt.train.distributed import (
 )
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
+from _ddp_worker import vae_data, vae_train_config  # noqa: E402 -- the worker's autoencoder run, repeated here
 
 
 def test_sampler_splits_global_batches_across_ranks_and_restores():
@@ -102,7 +105,8 @@ def test_full_state_round_trip_single_process():
 
 
 def test_torchrun_two_processes_ddp_and_fsdp(tmp_path):
-    """`torchrun --nproc_per_node=2` on CPU (gloo): shared encoding, DDP, FSDP2 (stopped at step 2, then resumed)."""
+    """`torchrun --nproc_per_node=2` on CPU (gloo): shared encoding, DDP, FSDP2 (stopped at step 2, then resumed),
+    and the autoencoder + discriminator with DDP (stopped, resumed) against the same run in one process."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     vae = CausalVAE.from_preset("tiny").eval()
@@ -112,7 +116,7 @@ def test_torchrun_two_processes_ddp_and_fsdp(tmp_path):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(WORKER),
-           str(tmp_path / "cache"), str(tmp_path / "out"), "encode", "ddp", "fsdp+resume"]
+           str(tmp_path / "cache"), str(tmp_path / "out"), "encode", "ddp", "fsdp+resume", "vae+resume"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
@@ -147,3 +151,26 @@ def test_torchrun_two_processes_ddp_and_fsdp(tmp_path):
     # The same global batches and loss draws: the sharded, interrupted run matches plain DDP.
     for k, v in finals["ddp"].items():
         torch.testing.assert_close(finals["fsdp+resume"][k], v, rtol=1e-5, atol=1e-6)
+
+    # Autoencoder stage: both ranks hold the same weights, rank 0 alone wrote the run folder, and
+    # the 2 x (2 micro-batches of 1) run, interrupted at step 2, equals one process on batches of 4.
+    run = tmp_path / "out" / "vae+resume"
+    reports = [json.loads((run / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["world_size"] == 2 and r["step"] == 3 for r in reports)
+    assert reports[0]["final"] == reports[1]["final"] != reports[0]["init"], "autoencoder ranks disagree"
+    assert reports[0]["loss"] is not None
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.safetensors",
+                                                                       "step_00000003.safetensors"]
+    assert len((run / "log.csv").read_text().strip().splitlines()) == 4  # header + 3 steps, no duplicates
+    ddp_vae = load_file(str(run / "rank0.safetensors"))
+    torch.manual_seed(0)
+    single = CausalVAE.from_preset("tiny")
+    train_vae(vae_train_config("none"), single, vae_data(), tmp_path / "vae_single", progress=False)
+    # Step 1's losses (both players) agree to float rounding: same global batch, noise and gradient mean.
+    rows = [next(csv.DictReader(open(d / "log.csv"))) for d in (run, tmp_path / "vae_single")]
+    for key in ("g_total", "recon", "kl", "psnr", "grad_norm_g", "d_total", "r1", "lecam", "grad_norm_d"):
+        assert float(rows[0][key]) == pytest.approx(float(rows[1][key]), rel=1e-5), key
+    # Weights after 3 Adam steps (lr 1e-3): rounding can flip the update of a near-zero gradient
+    # element, so allow a fraction of one step there; a desynchronised run is off by ~lr everywhere.
+    diffs = torch.cat([(ddp_vae[k] - v).abs().flatten() for k, v in single.state_dict().items()])
+    assert diffs.max().item() < 2e-4 and diffs.mean().item() < 1e-7, (diffs.max().item(), diffs.mean().item())

@@ -282,6 +282,48 @@ def test_fvd_folder_with_itself_is_zero_and_cached(video_dirs, tmp_path):
         FolderClips(video_dirs["empty"])
 
 
+class _SplitClips(Clips):
+    """Clips that claim to be one split of a dataset read with a frame stride (like UCF101)."""
+
+    def __init__(self, n, split="train", frame_stride=None, fps=None):
+        super().__init__(n)
+        self.split, self.frame_stride, self.fps = split, frame_stride, fps
+
+
+def test_real_stats_follow_the_protocols_split_and_stride(tmp_path):
+    i3d = StandInI3D()
+    ok = real_feature_stats(_SplitClips(4, "test", 2), tiny_protocol(4, real_split="test", frame_stride=2), i3d,
+                            tmp_path, progress=False)
+    assert ok.description["split"] == "test" and ok.description["frame_stride"] == 2
+    for ds, proto, msg in [
+        (_SplitClips(4, "train"), tiny_protocol(4, real_split="test"), "reads the 'train' split"),
+        (Clips(4), tiny_protocol(4, real_split="test"), "has no splits"),
+        (_SplitClips(4, frame_stride=None), tiny_protocol(4, frame_stride=2), "stride of 2"),
+        (_SplitClips(4, frame_stride=3), tiny_protocol(4), "uses 3"),
+        (_SplitClips(4, fps=8.0), tiny_protocol(4), "resamples clips to 8.0 fps"),
+        (torch.utils.data.Subset(_SplitClips(6, "test"), range(4)), tiny_protocol(4), "reads the 'test' split"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            real_feature_stats(ds, proto, i3d, tmp_path, progress=False)
+    assert i3d.clips_seen == 4  # refused before any feature was computed
+
+
+def test_folder_clips_frame_stride(tmp_path):
+    from walt.data import SyntheticVideos, write_mp4
+
+    d = tmp_path / "long"
+    write_mp4(d / "clip.mp4", SyntheticVideos(1, num_frames=33, resolution=32, seed=3)[0]["video"], fps=8)
+    every = FolderClips(d, num_frames=31)[0]["video"]  # (3, 31, H, W)
+    strided = FolderClips(d, num_frames=16, frame_stride=2)
+    assert strided.frame_stride == 2
+    torch.testing.assert_close(strided[0]["video"], every[:, ::2])
+    with pytest.raises(ValueError, match=">= 46 frames"):
+        FolderClips(d, num_frames=16, frame_stride=3)
+    # fvd_from_folders reads the real folder with the protocol's stride, the generated one frame by frame.
+    with pytest.raises(ValueError, match="frame_stride=2, expected 1"):
+        fvd_from_folders(d, strided, tiny_protocol(2, frame_stride=2), StandInI3D(), tmp_path, progress=False)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -384,13 +426,22 @@ def _bad_cases(c, d, tmp):
         "out is a file": (recon + ["--no-fvd", "--num-samples", 1], ["exists and is not a folder"], "afile"),
         "out unwritable": (recon + ["--no-fvd", "--num-samples", 1], ["not writable"], "afile/sub"),
         "no subcommand": (["eval"], ["recon", "fvd"]),
+        "real split of a folder": (fvd + ["--num-real", 4, "--num-fake", 4, "--real-split", "test"],
+                                   ["real_split 'test'", "--real-split"]),
+        "stride longer than the videos": (fvd + ["--num-real", 4, "--num-fake", 4, "--frame-stride", 2],
+                                          ["--real", ">= 31 frames"]),
+        "stride of the builtin data": (["eval", "fvd", "--ckpt", c["walt"], "--vae", c["vae"], "--data", "builtin",
+                                        "--frame-stride", 2], ["--frame-stride", "built-in"]),
+        "unverified without weights": (fvd + ["--num-real", 4, "--num-fake", 4, "--allow-unverified-i3d"],
+                                       ["--allow-unverified-i3d", "--i3d-weights"]),
     }
 
 
 CASES = ["missing vae", "missing walt", "unknown protocol", "unknown protocol fvd", "too few recon clips",
          "too few real clips", "too few fake clips", "folder without videos", "missing folder",
          "data without videos", "mixed modes", "half a model", "short clips for rfvd", "out is a file",
-         "out unwritable", "no subcommand"]
+         "out unwritable", "no subcommand", "real split of a folder", "stride longer than the videos",
+         "stride of the builtin data", "unverified without weights"]
 
 
 @pytest.mark.parametrize("case", CASES)

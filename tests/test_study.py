@@ -144,11 +144,23 @@ def test_encoder_study_micro_writes_outputs_and_resumes(tmp_path, monkeypatch):
 
 
 def test_ablation_micro_two_variants(tmp_path):
+    from walt.eval.fvd_record import i3d_weights_hash
+    from walt.study.common import fvd_protocol_for
+
     cfg = study_config("micro")
     train, held = _data(cfg)
-    rows = run_ablation_study(cfg, get_variants(["default", "no_latent_norm"]), tmp_path, train, held, i3d=FakeI3D())
+    i3d = FakeI3D()
+    rows = run_ablation_study(cfg, get_variants(["default", "no_latent_norm"]), tmp_path, train, held, i3d=i3d)
     assert [r["variant"] for r in rows] == ["default", "no_latent_norm"]
     assert all(r["fvd"] is not None and r["walt_train_steps_per_s"] > 0 for r in rows)
+    # every CSV row names the protocol and the network that measured its FVD
+    with (tmp_path / "results.csv").open(newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    want = fvd_protocol_for(cfg).protocol_hash()
+    assert [r["fvd_protocol_hash"] for r in csv_rows] == [want, want]
+    assert {r["i3d_weights_sha256"] for r in csv_rows} == {i3d_weights_hash(i3d)}
+    assert {r["i3d_is_reference"] for r in csv_rows} == {"False"}  # FakeI3D is not the FVD network
+    assert csv_rows[0]["st_window"] == "5x1x1"  # micro: 2x2 latent frames, clamped to >= 1
     assert (tmp_path / "ablation.png").is_file() and (tmp_path / "results.csv").is_file()
     assert "| no_latent_norm |" in (tmp_path / "report.md").read_text()
     # the un-normalised variant really trained on raw latents: identity stats in its checkpoint
@@ -165,16 +177,65 @@ def test_ablation_micro_two_variants(tmp_path):
 
 def test_ablation_variants_change_what_they_say():
     v = {x.name: x.recipe for x in get_variants()}
-    assert set(v) == {"default", "no_self_cond", "no_zero_snr", "full_attention", "adaln_lora_0", "no_latent_norm"}
+    assert set(v) == {"default", "no_self_cond", "no_zero_snr", "window_small", "full_attention", "adaln_lora_0",
+                      "no_latent_norm"}
     cfg = study_config("micro")
-    shape, nc = (4, 3, 2, 2), 2
-    nets = {k: S.build_walt(cfg, shape, nc, 0, **dict(r.walt_overrides)) for k, r in v.items()}
+    shape, nc = (4, 3, 8, 8), 2
+    nets = {k: S.build_walt(cfg, shape, nc, 0, **r.build_kwargs()) for k, r in v.items()}
+    # the window ablation: half the latent frame per side by default, a quarter in window_small
+    assert nets["default"].config.spatiotemporal_window == (3, 4, 4)
+    assert nets["window_small"].config.spatiotemporal_window == (3, 2, 2)
+    assert nets["window_small"].config.spatial_window == nets["default"].config.spatial_window == (1, 8, 8)
     assert nets["default"].config.self_conditioning and not nets["no_self_cond"].config.self_conditioning
     assert v["no_self_cond"].p_self_cond == 0.0 and v["default"].p_self_cond == 0.9
     assert nets["full_attention"].config.attention == "full" and nets["default"].config.attention == "window"
     assert nets["adaln_lora_0"].config.adaln_lora_rank == 0 and nets["default"].config.adaln_lora_rank == 2
     assert dict(v["no_zero_snr"].diffusion) == {"zero_terminal_snr": False} and v["default"].diffusion == ()
     assert v["no_latent_norm"].normalize is False and v["default"].normalize is True
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def test_log_ticks_are_readable():
+    from walt.study.report import log_ticks
+
+    # under a decade: matplotlib's log axis would label one tick or none
+    t = log_ticks(2.8, 6.9)
+    assert len(t) >= 3 and all(2.8 / 1.25 <= v <= 6.9 * 1.25 for v in t)
+    wide = log_ticks(0.55, 6.9)
+    assert 1.0 in wide and len(wide) >= 3
+    assert len(log_ticks(80, 320)) >= 3
+    assert log_ticks(0, 5) == []
+
+
+def test_pareto_labels_do_not_overlap_and_floor_is_drawn():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from walt.study.report import _scatter
+
+    # seven designs, four of them nearly on top of each other (as in docs/study/pareto.png)
+    rows = [{"label": lab, "gen_clips_per_s": x, "fvd": y} for lab, x, y in [
+        ("default", 6.4, 1532), ("c=4", 6.9, 1180), ("c=16", 6.0, 1510), ("non-causal", 6.6, 1197),
+        ("f_t=2", 3.0, 1400), ("f_t=1", 0.55, 1663), ("f_s=4", 1.15, 982)]]
+    fig, ax = plt.subplots(figsize=(5.5, 4.4), layout="constrained")
+    fig.canvas.draw()
+    _scatter(ax, rows, "gen_clips_per_s", "fvd", "clips/s", "FVD", True, False, logx=True, floor=757.0)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r) for t in ax.texts]
+    assert [t.get_text() for t in ax.texts] == [row["label"] for row in rows]
+    overlaps = [(ax.texts[i].get_text(), ax.texts[j].get_text()) for i in range(len(boxes))
+                for j in range(i) if boxes[i].overlaps(boxes[j])]
+    assert not overlaps, overlaps
+    floor = [ln for ln in ax.get_lines() if ln.get_label() == "FVD floor (real vs real)"]
+    assert len(floor) == 1 and floor[0].get_ydata()[0] == 757.0 and ax.get_ylim()[0] < 757.0
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(labels) >= 3 and all(labels), labels  # readable tick labels on the log axis
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -231,3 +231,65 @@ def replace_cfg(cfg, **kw):
     from walt.config import replace_config
 
     return replace_config(cfg, **kw)
+
+
+def test_gradient_accumulation_matches_one_big_batch(caches, tmp_path, monkeypatch):
+    """k micro-batches of B/k clips give the gradient of one batch of B clips (the loop's accumulation arithmetic).
+
+    The loop seeds one loss generator per micro-batch (`_loss_seed(seed, step, rank, micro)`), so with
+    k micro-batches the timesteps, noise and coin flips (self-conditioning p 0.9, label dropout 0.1)
+    are other draws than with one batch, and the gradients could not match. Here the loss draws its
+    randomness per CLIP instead, from a generator seeded by the clip's latent bytes: the same clip gets
+    the same t / noise / coins whichever micro-batch it lands in, and the default probabilities stay on.
+    """
+    import hashlib
+
+    import walt.train.denoiser as loop
+
+    real_loss, real_clip = loop.diffusion_loss, loop.clip_grad_norm
+
+    def per_clip_loss(net, z, schedule, cfg, y=None, generator=None, **kw):
+        losses, stats = [], {}
+        for i in range(z.shape[0]):
+            seed = int.from_bytes(hashlib.sha256(z[i].detach().cpu().numpy().tobytes()).digest()[:7], "little")
+            loss, st = real_loss(net, z[i:i + 1], schedule, cfg, y=None if y is None else y[i:i + 1],
+                                 generator=torch.Generator().manual_seed(seed), **kw)
+            losses.append(loss)
+            for k, v in st.items():
+                stats[k] = stats.get(k, 0.0) + float(v) / z.shape[0]
+        return torch.stack(losses).mean(), stats
+
+    grads = {}
+
+    def recording_clip(parameters, max_norm):
+        params = list(parameters)
+        grads[current] = [p.grad.detach().clone() for p in params if p.grad is not None]
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(loop, "diffusion_loss", per_clip_loss)
+    monkeypatch.setattr(loop, "clip_grad_norm", recording_clip)
+    ds = LatentDataset(caches[0])
+    losses = {}
+    for current in (1, 2, 4):
+        cfg = config(steps=1, batch_size=4, grad_accum=current, ckpt_every=100)
+        result = train_denoiser(cfg, tiny_net(), ds, tmp_path / f"k{current}", progress=False)
+        losses[current] = result.metrics["loss"]
+    assert len(grads[1]) == len(grads[2]) == len(grads[4]) > 0
+    assert sum(float(g.abs().sum()) for g in grads[1]) > 0
+    for k in (2, 4):
+        assert losses[k] == pytest.approx(losses[1], rel=1e-5)
+        for a, b in zip(grads[1], grads[k]):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_progress_bar_shows_loss_and_throughput(caches, tmp_path, capsys):
+    ds = LatentDataset(caches[0])
+    cfg = config(steps=2, ckpt_every=100, log_every=1, loss=DiffusionLossConfig(p_self_cond=0.0))
+    train_denoiser(cfg, tiny_net(), ds, tmp_path, progress=True)
+    err = capsys.readouterr().err  # tqdm writes to stderr
+    assert "train" in err and "2/2" in err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    for key in ("loss=", "tok_s=", "clips_s="):
+        assert key in last, last
+    loss = float(last.split("loss=")[1].split(",")[0].rstrip("]"))
+    assert 0 < loss < 10

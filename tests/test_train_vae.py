@@ -1,8 +1,11 @@
-"""Shared training utilities and the autoencoder training loop (resume, NaN stop, overfitting)."""
+"""Shared training utilities and the autoencoder training loop (resume, NaN stop, signals, grad
+accumulation, clipping, reconstruction samples, overfitting)."""
 
 import csv
 import math
+import os
 import random
+import signal
 
 import numpy as np
 import pytest
@@ -150,6 +153,11 @@ def test_train_config_roundtrip_and_validation():
         VAETrainConfig(perceptual="vgg")
     with pytest.raises(ValueError, match="steps"):
         VAETrainConfig(steps=0)
+    assert VAETrainConfig().precision == "auto" and VAETrainConfig().grad_accum == 1
+    with pytest.raises(ValueError, match="not offered for the autoencoder"):
+        VAETrainConfig(parallel="fsdp")
+    with pytest.raises(ValueError, match="divisible by grad_accum"):
+        VAETrainConfig(batch_size=6, grad_accum=4)
 
 
 def test_resume_is_bit_identical(tmp_path):
@@ -194,7 +202,8 @@ def test_resume_is_bit_identical(tmp_path):
     la, lb = _read_log(tmp_path / "ref" / "log.csv"), _read_log(tmp_path / "run" / "log.csv")
     assert [r["step"] for r in lb] == ["1", "2", "3", "4"]
     for ra, rb in zip(la, lb):
-        ra.pop("clips_per_s"), rb.pop("clips_per_s")
+        for timing in ("clips_per_s", "frames_per_s", "sec_per_step"):
+            ra.pop(timing), rb.pop(timing)
         assert ra == rb
     assert la[0]["g_adv"] == "" and la[1]["g_adv"] != ""  # adversarial_start_step=1
     # The exported autoencoders load back with the public API.
@@ -276,3 +285,234 @@ def test_overfit_one_clip_9x32x32(tmp_path):
     """Tiny CausalVAE on one (1+4*2)x32x32 moving gradient: PSNR rises by >= 8 dB in 300 steps."""
     before, after = _overfit(tmp_path, frames=9, size=32, steps=300, lr=2e-3)
     assert after >= before + 8.0, (before, after)
+
+
+# ----------------------------------------------------------------------------- loop design shared with `walt train`
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_stops(tmp_path, sig):
+    torch.manual_seed(0)
+    vae = CausalVAE.from_preset("tiny")
+    calls = {"n": 0}
+
+    def send(module, args, output):  # the signal arrives during the 3rd step (index 2)
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                os.kill(os.getpid(), sig)
+        return output
+
+    vae.decoder.register_forward_hook(send)
+    before = signal.getsignal(sig)
+    res = train_vae(_cfg(steps=10, ckpt_every=100), vae, _random_batches, tmp_path, progress=False)
+    assert res.interrupted and res.step == 3  # the current step was finished (both players), then saved
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [3]
+    assert res.checkpoint.name == "step_00000003.safetensors" and res.vae_path is None
+    assert load_training_state(res.checkpoint)["sched_d"]["last_epoch"] == 3
+    assert signal.getsignal(sig) is before  # handlers restored
+    assert not (tmp_path / "vae_ema.safetensors").exists()
+
+
+def test_stop_at_then_resume_equals_one_run(tmp_path):
+    """A dataset source (seeded sampler, position in the checkpoint), stopped at step 2 and resumed."""
+    from walt.data import SyntheticVideos
+
+    ds = SyntheticVideos(6, num_frames=5, resolution=16, seed=2)
+    cfg = _cfg(steps=4, batch_size=2)
+    torch.manual_seed(0)
+    ref = train_vae(cfg, CausalVAE.from_preset("tiny"), ds, tmp_path / "ref", progress=False)
+    torch.manual_seed(0)
+    part = train_vae(cfg, CausalVAE.from_preset("tiny"), ds, tmp_path / "run", progress=False, stop_at=2)
+    assert part.interrupted and part.step == 2
+    assert load_training_state(part.checkpoint)["data"] == {"kind": "dataset", "epoch": 0, "position": 2,
+                                                            "seed": 5, "num_samples": 6, "global_batch": 2}
+    torch.manual_seed(9)
+    vae = CausalVAE.from_preset("tiny")
+    res = train_vae(cfg, vae, ds, tmp_path / "run", progress=False)
+    assert res.step == 4 and not res.interrupted
+    a, b = load_training_state(ref.checkpoint), load_training_state(res.checkpoint)
+    assert a["data"]["epoch"] == 1  # 3 batches per epoch: step 4 is in the second epoch
+    assert a["data"] == b["data"]
+    for key in ("vae", "discriminator"):
+        for k, v in a[key].items():
+            assert torch.equal(v, b[key][k]), f"{key}.{k} differs after resume"
+    with pytest.raises(ValueError, match="batch_fn"):
+        train_vae(replace_steps(cfg, 6), CausalVAE.from_preset("tiny"), _random_batches, tmp_path / "run",
+                  progress=False)
+
+
+def replace_steps(cfg, steps):
+    from walt.config import replace_config
+
+    return replace_config(cfg, steps=steps)
+
+
+def test_grad_accumulation_equals_one_batch(tmp_path):
+    """k=2 micro-batches of 2 clips == one batch of 4 (discriminator off; posterior noise drawn per global batch)."""
+
+    def batches(step):
+        g = torch.Generator().manual_seed(50 + step)
+        return torch.rand(4, 3, 5, 16, 16, generator=g) * 2 - 1
+
+    out = {}
+    for k in (1, 2):
+        torch.manual_seed(0)
+        vae = CausalVAE.from_preset("tiny")
+        res = train_vae(_cfg(steps=3, batch_size=4, grad_accum=k, discriminator=None, betas=(0.9, 0.99),
+                             ckpt_every=3), vae, batches, tmp_path / f"k{k}", progress=False)
+        out[k] = (vae.state_dict(), res.metrics)
+    for name, v in out[1][0].items():
+        torch.testing.assert_close(out[2][0][name], v, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    for key in ("g_total", "recon", "kl", "psnr", "grad_norm_g"):
+        assert out[2][1][key] == pytest.approx(out[1][1][key], rel=1e-5), key
+    # The trained weights moved: an accumulation that dropped micro-batches would not match.
+    torch.manual_seed(0)
+    init = CausalVAE.from_preset("tiny").state_dict()
+    assert max((out[2][0][n] - init[n]).abs().max().item() for n in init) > 1e-3
+
+
+def test_activation_checkpointing_matches_plain(tmp_path):
+    cfg = _cfg(steps=2, discriminator=None, ckpt_every=2)
+    runs = []
+    for ac in (False, True):
+        torch.manual_seed(0)
+        vae = CausalVAE.from_preset("tiny")
+        train_vae(replace_ac(cfg, ac), vae, _random_batches, tmp_path / str(ac), progress=False)
+        assert vae.grad_checkpointing == ac
+        runs.append(vae.state_dict())
+    for name, v in runs[0].items():
+        torch.testing.assert_close(runs[1][name], v, rtol=1e-5, atol=1e-7)
+
+
+def replace_ac(cfg, ac):
+    from walt.config import replace_config
+
+    return replace_config(cfg, activation_checkpointing=ac)
+
+
+def test_default_kl_weight_is_applied(tmp_path, monkeypatch):
+    """The default kl_weight 1e-6 enters g_total (KL scaled up 1e6 here so float32 rounding cannot hide it)."""
+    import walt.autoencoder.losses as losses
+
+    assert VAETrainConfig().loss.kl_weight == 1e-6
+    original = losses.kl_divergence
+    monkeypatch.setattr(losses, "kl_divergence", lambda m, lv: 1e6 * original(m, lv))
+    torch.manual_seed(0)
+    cfg = VAETrainConfig(steps=1, batch_size=1, warmup_steps=0, log_every=1, discriminator=None)
+    row = train_vae(cfg, CausalVAE.from_preset("tiny"), _random_batches, tmp_path, progress=False).metrics
+    assert row["kl"] > 1e5
+    assert row["g_total"] - 5.0 * row["recon"] == pytest.approx(1e-6 * row["kl"], rel=1e-4)
+
+
+def test_gradient_clipping_is_applied(tmp_path):
+    """The norm the optimiser sees is clipped to grad_clip; unclipped it equals the logged pre-clip norm."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen = []
+
+    def record(opt, args, kwargs):
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        seen.append((len(params), float(torch.cat([p.grad.flatten() for p in params]).norm())))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        norms = {}
+        for clip in (1e-3, 0.0):
+            seen.clear()
+            torch.manual_seed(0)
+            vae = CausalVAE.from_preset("tiny")
+            n_vae = len(list(vae.parameters()))
+            res = train_vae(_cfg(steps=1, discriminator=None, grad_clip=clip), vae, _random_batches,
+                            tmp_path / str(clip), progress=False)
+            (count, norm), = [s for s in seen if s[0] == n_vae]
+            norms[clip] = (norm, res.metrics["grad_norm_g"])
+    finally:
+        handle.remove()
+    clipped, pre = norms[1e-3]
+    assert pre > 1e-2 and clipped == pytest.approx(1e-3, rel=1e-3)
+    unclipped, pre0 = norms[0.0]
+    assert unclipped == pytest.approx(pre0, rel=1e-4) and pre0 == pytest.approx(pre, rel=1e-5)
+
+
+def test_reconstruction_samples_and_logging(tmp_path):
+    from PIL import Image
+
+    holdout = torch.cat([_clip(5, 16), -_clip(5, 16), torch.zeros(1, 3, 5, 16, 16)])  # 3 clips, 2 shown
+    cfg = _cfg(steps=4, sample_every=2, sample_clips=2, tensorboard=False)
+    torch.manual_seed(0)
+    train_vae(cfg, CausalVAE.from_preset("tiny"), _random_batches, tmp_path, progress=False, holdout=holdout)
+    pngs = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert pngs == ["step_00000002.png", "step_00000004.png"]
+    img = np.asarray(Image.open(tmp_path / "samples" / "step_00000004.png"))
+    pad = 2
+    assert img.shape == (4 * 16 + 5 * pad, 5 * 16 + 6 * pad, 3)  # rows: clip 0, its recon, clip 1, its recon
+    orig_row = img[pad:pad + 16, pad:pad + 16].astype(np.float32) / 127.5 - 1
+    want = _clip(5, 16)[0, :, 0].permute(1, 2, 0).numpy()
+    assert np.abs(orig_row - want).max() < 0.02  # the first row is the held-out clip itself
+    rows = _read_log(tmp_path / "log.csv")
+    assert [bool(r["val_psnr"]) for r in rows] == [False, True, False, True]
+    assert all(float(r["clips_per_s"]) > 0 and float(r["frames_per_s"]) == pytest.approx(5 * float(r["clips_per_s"]))
+               for r in rows)
+    with pytest.raises(ValueError, match="held-out clips"):
+        train_vae(cfg, CausalVAE.from_preset("tiny"), _random_batches, tmp_path / "none", progress=False)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_signal_saves_and_exits_cleanly(tmp_path, capsys, sig):
+    """`walt train-vae` on SIGTERM / Ctrl-C: finishes the step, writes a checkpoint, exits 0 with a resume hint."""
+    import threading
+
+    from walt.cli import main
+
+    out = tmp_path / "run"
+    done = threading.Event()
+
+    def signal_once_training():  # another thread: the signal is delivered to the main thread's handler
+        while not done.wait(0.05):
+            log = out / "log.csv"
+            if log.is_file() and len(log.read_text().splitlines()) >= 3:  # two steps logged: training is under way
+                os.kill(os.getpid(), sig)
+                return
+
+    watcher = threading.Thread(target=signal_once_training, daemon=True)
+    watcher.start()
+    try:
+        code = main(["train-vae", "--data", "builtin", "--num-samples", "8", "--frames", "5", "--resolution", "16",
+                     "--batch-size", "1", "--steps", "100000", "--log-every", "1", "--ckpt-every", "100000",
+                     "--discriminator", "none", "--stats-batches", "0", "--no-progress", "--out", str(out)])
+    finally:
+        done.set()
+        watcher.join()
+    stdout = capsys.readouterr().out
+    assert code == 0, stdout[-2000:]
+    assert "stopped at step" in stdout and "--resume" in stdout
+    (step, path), = list_checkpoints(out / "checkpoints")
+    assert step >= 2 and load_training_state(path)["step"] == step
+    assert not (out / "vae_ema.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_compile_matches_eager(tmp_path):
+    """`compile=True` (torch.compile of the autoencoder, in place: same state-dict keys) trains like eager.
+
+    ~1.5 min on 2 CPU cores (compiling forward and backward). Losses agree to float rounding; after
+    2 Adam steps a rounding difference can move a near-zero-gradient weight by a fraction of lr.
+    """
+    from walt.config import replace_config
+
+    cfg = _cfg(steps=2, ckpt_every=2, discriminator=None)
+    runs, rows = [], []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        vae = CausalVAE.from_preset("tiny")
+        res = train_vae(replace_config(cfg, compile=compiled), vae, _random_batches, tmp_path / str(compiled),
+                        progress=False)
+        runs.append(vae.state_dict())
+        rows.append(_read_log(tmp_path / str(compiled) / "log.csv")[0])
+    assert runs[0].keys() == runs[1].keys()
+    for key in ("g_total", "recon", "kl", "grad_norm_g"):
+        assert float(rows[1][key]) == pytest.approx(float(rows[0][key]), rel=1e-5), key
+    diffs = torch.cat([(runs[1][k] - v).abs().flatten() for k, v in runs[0].items()])
+    assert diffs.max().item() < 5e-4 and diffs.mean().item() < 1e-7
+    assert CausalVAE.load(res.ema_path).config == CausalVAE.from_preset("tiny").config

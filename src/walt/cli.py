@@ -18,12 +18,25 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: reported in one line, exit code 2."""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are ONE line on stderr (issue #4 "Bad input"), exit code 2.
+
+    argparse's default prints the whole usage block before the message; here a wrong flag reads
+    `walt sample: error: argument --steps: invalid int value: 'abc' (see walt sample --help)`.
+    Sub-parsers (`walt CMD`, `walt study encoder`) inherit the class through `add_subparsers`.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        msg = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {msg} (see {self.prog} --help)\n")
+
+
 # name -> (help, add_args(parser), run(args) -> exit code), filled from walt.commands.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="walt", description="W.A.L.T video generation (Gupta et al. 2023) in PyTorch.")
+    p = OneLineErrorParser(prog="walt", description="W.A.L.T video generation (Gupta et al. 2023) in PyTorch.")
     p.add_argument("--version", action="version", version=f"walt {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_, add_args, _) in COMMANDS.items():

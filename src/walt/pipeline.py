@@ -27,7 +27,7 @@ from walt.diffusion.guidance import cfg_model_fn, replace_context_fn
 from walt.diffusion.samplers import ModelFn, make_generators, sample, seeded_noise
 from walt.diffusion.schedule import DiffusionSchedule
 
-__all__ = ["net_model_fn", "generate", "extend_video", "extension_lengths"]
+__all__ = ["net_model_fn", "generate", "extend_video", "extension_lengths", "plan_length"]
 
 
 def net_model_fn(net: nn.Module, **cond: Any) -> ModelFn:
@@ -204,14 +204,19 @@ def extension_lengths(
         first: length after the first chunk (default `chunk`; e.g. an existing 20-frame video
             extended once gives 20 + 12 = 32).
         round_up: for a length the arithmetic cannot reach, continue to the next reachable length
-            (the caller crops) instead of raising.
+            (the caller crops) instead of raising; a target shorter than the first chunk then
+            gives [first] (one chunk, cropped).
     Returns: [first, first + step, ..., target_frames] (or the first reachable length above it).
     """
     first = chunk if first is None else first
     step = chunk - overlap
     if not 0 < overlap < chunk:
         raise ValueError(f"need 0 < overlap < chunk, got overlap={overlap}, chunk={chunk}")
+    if target_frames < 1:
+        raise ValueError(f"target of {target_frames} frames: a video needs at least 1 frame")
     if target_frames < first:
+        if round_up:
+            return [first]
         raise ValueError(f"target of {target_frames} frames is shorter than the first chunk ({first} frames)")
     n = -(-(target_frames - first) // step)  # ceil
     lengths = [first + i * step for i in range(n + 1)]
@@ -222,6 +227,33 @@ def extension_lengths(
             f"use {below} or {lengths[-1]} (or round_up=True to generate {lengths[-1]} and crop)"
         )
     return lengths
+
+
+def plan_length(
+    target_frames: int, chunk: int = 17, overlap: int = 5, temporal_factor: int = 4, short_clips: bool = True
+) -> tuple[int, list[int]]:
+    """What to generate for a video of exactly `target_frames` frames (any length >= 1).
+
+    The causal autoencoder decodes 1 + f_t k frames and the autoregressive extension produces
+    first + (chunk - overlap) k frames (17, 29, 41, ...); any other length is generated at the
+    next reachable length and cropped (the first `target_frames` frames are kept).
+
+    Args:
+        short_clips: a target shorter than one chunk is generated as the shortest 1 + f_t k clip
+            that covers it (fewer latent frames, one network call per step); otherwise (e.g. a
+            cascade, whose stages generate whole chunks) as one full chunk.
+    Returns: (frames to generate, lengths after each chunk: [frames] for a single clip).
+    """
+    if isinstance(target_frames, bool) or int(target_frames) != target_frames or target_frames < 1:
+        raise ValueError(f"{target_frames} frames: the output length must be an integer >= 1")
+    target_frames = int(target_frames)
+    if target_frames <= chunk:
+        if not short_clips:
+            return chunk, [chunk]
+        n = 1 + temporal_factor * -(-(target_frames - 1) // temporal_factor)  # ceil to 1 + f_t k
+        return n, [n]
+    lengths = extension_lengths(target_frames, chunk, overlap, round_up=True)
+    return lengths[-1], lengths
 
 
 @torch.no_grad()
@@ -306,7 +338,7 @@ def extend_video(
 
     B = start.shape[0] if start is not None else (len(seeds) if seeds is not None else (len(y) if y is not None else 1))
     gens = _as_generators(seeds, B)
-    for _ in lengths:
+    for i, _ in enumerate(lengths):
         z = generate(
             net, schedule, (B, C, T, h, w), sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
             seeds=gens, context=context, latent_stats=latent_stats, progress=progress, **generate_kwargs,
@@ -317,5 +349,6 @@ def extend_video(
         else:
             drop = 1 + f_t * (context.shape[2] - 1)  # leading frames that re-decode the context
             video = torch.cat([video, frames[:, :, drop:]], dim=2)
-        context = vae.encode(video[:, :, -overlap:])  # (B, C, context_latents, h, w)
+        if i + 1 < len(lengths):  # the last chunk conditions nothing: no re-encode
+            context = vae.encode(video[:, :, -overlap:])  # (B, C, context_latents, h, w)
     return video[:, :, :num_frames]

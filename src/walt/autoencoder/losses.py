@@ -257,17 +257,23 @@ class LeCAM:
     authors' code variant with relu(D(x) - a_F) and relu(a_R - D(G(z))).
 
     State is three JSON numbers (`state_dict` / `load_state_dict`), saved with checkpoints
-    so a resumed run continues bit-identically.
+    so a resumed run continues bit-identically. `reduce` (data-parallel training) maps the
+    (2,) tensor of this rank's batch means to their mean over ranks, so every rank updates its
+    anchors with the global batch means and all ranks keep the same anchors.
     """
 
-    def __init__(self, decay: float = 0.99, one_sided: bool = False):
-        self.decay, self.one_sided = decay, one_sided
+    def __init__(self, decay: float = 0.99, one_sided: bool = False,
+                 reduce: Callable[[Tensor], Tensor] | None = None):
+        self.decay, self.one_sided, self.reduce = decay, one_sided, reduce
         self.ema_real = 0.0
         self.ema_fake = 0.0
         self.num_updates = 0
 
     def update(self, logits_real: Tensor, logits_fake: Tensor) -> None:
-        real, fake = float(logits_real.detach().float().mean()), float(logits_fake.detach().float().mean())
+        means = torch.stack([logits_real.detach().float().mean(), logits_fake.detach().float().mean()])
+        if self.reduce is not None:
+            means = self.reduce(means)
+        real, fake = (float(v) for v in means)
         if self.num_updates == 0:
             self.ema_real, self.ema_fake = real, fake
         else:
@@ -345,9 +351,13 @@ class VAELoss(nn.Module):
         return total, logs
 
     def discriminator_loss(
-        self, x: Tensor, recon: Tensor, discriminator: Callable[[Tensor], Tensor]
+        self, x: Tensor, recon: Tensor, discriminator: Callable[[Tensor], Tensor], update_lecam: bool = True
     ) -> tuple[Tensor, dict[str, float]]:
-        """x: real clips, recon: reconstructions (detached here), both (B, 3, T, H, W)."""
+        """x: real clips, recon: reconstructions (detached here), both (B, 3, T, H, W).
+
+        `update_lecam=False`: LeCAM's anchors were already updated for this batch (gradient
+        accumulation updates them once from the whole batch); only the penalty is computed.
+        """
         cfg = self.config
         real = x.detach().requires_grad_(cfg.r1_weight > 0)
         fake = recon.detach()
@@ -360,7 +370,9 @@ class VAELoss(nn.Module):
             total = total + cfg.r1_weight * r1
             logs["r1"] = r1.item()
         if cfg.lecam_weight > 0:
-            lc = self.lecam(logits_real, logits_fake)
+            if update_lecam:
+                self.lecam.update(logits_real, logits_fake)
+            lc = self.lecam.penalty(logits_real, logits_fake)
             total = total + cfg.lecam_weight * lc
             logs["lecam"] = lc.item()
         logs["d_total"] = total.item()

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from walt.autoencoder.blocks import AdaptiveGroupNorm, Downsample, FrameGroupNorm, ResBlock, Upsample
 from walt.autoencoder.causal_conv import CausalConv3d, StreamState
@@ -29,6 +30,17 @@ from walt.config import ConfigError, config_from_dict, config_to_dict
 
 CHECKPOINT_KIND = "causal_vae"
 ChunkFrames = int | Sequence[int] | None
+
+
+def _run_block(block: nn.Module, enabled: bool, h: torch.Tensor, state: StreamState | None, *extra) -> torch.Tensor:
+    """`block(h, state, *extra)`, recomputed in the backward pass when `enabled` (activation checkpointing).
+
+    Only whole-clip training passes are checkpointed: a streaming pass (state given) mutates its
+    causal cache, which a recomputation would replay twice.
+    """
+    if enabled and state is None and torch.is_grad_enabled():
+        return checkpoint(block, h, None, *extra, use_reentrant=False)
+    return block(h, state, *extra)
 
 
 class Encoder(nn.Module):
@@ -54,16 +66,18 @@ class Encoder(nn.Module):
         self.norm_out = FrameGroupNorm(c_prev, g)
         out = 2 * cfg.latent_channels if cfg.kl else cfg.latent_channels
         self.conv_out = CausalConv3d(c_prev, out, (kt, 3, 3), causal=cfg.causal)
+        self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        ckpt = self.grad_checkpointing and self.training
         h = self.conv_in(x, state)  # (B, C0, T, H, W)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
-                h = block(h, state)
+                h = _run_block(block, ckpt, h, state)
             if str(i) in self.down:
                 h = self.down[str(i)](h, state)  # (B, Ci, 1 + (T-1)/st, H/ss, W/ss)
         for block in self.mid:
-            h = block(h, state)
+            h = _run_block(block, ckpt, h, state)
         return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2c | c, t, h, w)
 
 
@@ -95,14 +109,16 @@ class Decoder(nn.Module):
                     self.up[str(i - 1)] = Upsample(c, st, ss, **conv)
         self.norm_out = AdaptiveGroupNorm(chs[0], zc, g, time_ratio=ratios[0])
         self.conv_out = CausalConv3d(chs[0], cfg.in_channels, (kt, 3, 3), causal=cfg.causal)
+        self.grad_checkpointing = False
 
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
+        ckpt = self.grad_checkpointing and self.training
         h = self.conv_in(z, state)  # (B, C_top, t, h, w)
         for block in self.mid:
-            h = block(h, state, z)
+            h = _run_block(block, ckpt, h, state, z)
         for i in reversed(range(len(self.levels))):
             for block in self.levels[i]:
-                h = block(h, state, z)
+                h = _run_block(block, ckpt, h, state, z)
             if str(i - 1) in self.up:
                 h = self.up[str(i - 1)](h, state)  # (B, Ci, 1 + st*(T-1), H*ss, W*ss)
         first = state is None or state.first
@@ -137,6 +153,19 @@ class CausalVAE(nn.Module):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "CausalVAE":
         return cls(preset_config(name, **overrides))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each residual block's activations in the backward pass (less memory in training).
+
+        The 3D-conv activations at full resolution dominate training memory; checkpointing every
+        ResBlock keeps only block inputs, at the cost of one more forward pass of each block.
+        """
+        self.encoder.grad_checkpointing = enable
+        self.decoder.grad_checkpointing = enable
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return self.encoder.grad_checkpointing
 
     def initialize_weights(self) -> None:
         """PyTorch's default (Kaiming-uniform) conv init; unit GroupNorms; zero adaptive-norm projections."""
@@ -229,16 +258,24 @@ class CausalVAE(nn.Module):
         out_frames = 1 + (z.shape[2] - 1) * self.config.temporal_factor
         return self._stream(self.decoder, z, chunk_frames, 1, "latent frames", out_frames)
 
-    def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None):
+    def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None):
         """Training pass: x (B,3,T,H,W) -> (recon (B,3,T,H,W), mean, logvar) with logvar None if kl=False.
 
         With kl=True and `sample_posterior`, the decoder sees z = mean + exp(logvar / 2) * eps
-        (reparameterisation); otherwise it sees the mean.
+        (reparameterisation); otherwise it sees the mean. eps is `noise` (B, c, t, h, w) when given
+        (the training loop draws it per global batch, so it does not depend on how the batch is
+        split over ranks and micro-batches), else drawn from `generator`.
         """
         mean, logvar = self.encode_posterior(x)
         z = mean
         if logvar is not None and sample_posterior:
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            if noise is not None:
+                if noise.shape != mean.shape:
+                    raise ValueError(f"noise has shape {tuple(noise.shape)} but the posterior is {tuple(mean.shape)}")
+                eps = noise.to(mean.dtype)
+            else:
+                eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             z = mean + torch.exp(0.5 * logvar) * eps
         return self.decoder(z), mean, logvar
 

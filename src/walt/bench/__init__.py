@@ -1,9 +1,12 @@
-"""Benchmarks inside the package, so `walt bench` works from an installed wheel (issue #5).
+"""Benchmarks inside the package, so `walt bench` works from an installed wheel (issues #2, #3, #5, #6).
 
-    walt.bench.common        timing, peak memory, FLOP counting, the measured matmul peak
-    walt.bench.autoencoder   CausalVAE vs diffusers' AutoencoderKLCogVideoX (`python -m walt.bench.autoencoder`)
-    walt.bench.denoiser      W.A.L.T window vs full attention, vs diffusers' Latte (`python -m walt.bench.denoiser`)
-    walt.bench.suite         all of it in one run: `walt bench` -> bench.json + bench.md
+    walt.bench.common         timing, peak memory (CUDA allocator / CPU RSS), FLOP counting, the machine
+    walt.bench.autoencoder    CausalVAE vs diffusers' AutoencoderKLCogVideoX, streaming (`python -m walt.bench.autoencoder`)
+    walt.bench.denoiser_nets  the networks compared at matched sizes: W.A.L.T, its full twin, Latte
+    walt.bench.denoiser       window vs full attention, vs diffusers' Latte (`python -m walt.bench.denoiser`)
+    walt.bench.suite          all of the above in one run: `walt bench` -> bench.json + bench.md
+    walt.bench.cascade        seconds per cascade stage at the paper's sizes + the 512x896 decode
+    walt.bench.report         the BENCHMARKS.md fragment of a `scripts/benchmarks.sh` run
 
 Modules import torch; import them lazily from the CLI.
 """

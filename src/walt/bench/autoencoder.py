@@ -1,30 +1,68 @@
-"""Autoencoder throughput and memory: walt's CausalVAE vs diffusers' AutoencoderKLCogVideoX.
+"""Autoencoder throughput and memory: walt's CausalVAE vs diffusers' AutoencoderKLCogVideoX (issue #2).
 
-Both models are configured alike (for the ucf101 preset: widths 128/256/256/512, 4 residual
-blocks per level, 8 latent channels, 8x spatial and 4x temporal compression) and measured in one
-run on the same device. On CPU every case runs in its own process so its peak resident memory is
-its own. FLOPs of one encode / decode (convolutions and matmuls) are counted with
-`torch.utils.flop_counter.FlopCounterMode` on the warm-up call.
+Both models are configured alike (`cogvideox_kwargs`: for the ucf101 preset widths 128/256/256/512
+per level, 4 residual blocks per level, 8 latent channels, 8x spatial and 4x temporal
+compression) and measured in one run on the same device. Differences that remain: CogVideoX
+compresses time in its EARLY levels (walt, like MAGVIT-v2, in the late ones), its middle blocks
+have 2 residual blocks (walt: `num_res_blocks`), its decoder levels one more than its encoder's,
+and it always processes a clip in batches of 8 frames (encode) / 2 latent frames (decode) with
+its own conv cache, where walt runs the whole clip at once unless `chunk_frames` is given. The
+rows state each model's parameter count.
+
+Timing: the first call runs under `FlopCounterMode` (FLOPs of convolutions and matmuls, counted)
+and is the warm-up; on a GPU one more untimed call follows; then the median of `repeats` calls.
+Peak memory: `walt.bench.common.PeakMemory` around the calls; on CPU every case runs in its own
+process (`isolated`), so the peak RSS is the case's own.
 
     python -m walt.bench.autoencoder                       # ucf101 preset, 17x128x128
     python -m walt.bench.autoencoder --preset tiny --size 32 --long-latents 8   # quick check
 
-Also measures streaming: decoding 1+4*64 frames with `chunk_frames` must keep peak memory within
-1.5x of a 17-frame decode (the cost of a long video must not grow with its length).
+Streaming: a chunked decode (1 latent frame per chunk) of 1+4*N frames must keep its peak memory
+within 1.5x of a WHOLE-clip 17-frame decode (the cost of a long video must not grow with its
+length); both are single calls in fresh processes, compared on the memory above the model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 
 import torch
 
-from walt.bench.common import count_flops, machine, peak_rss_mb, run_isolated, time_fn
+from walt.bench.common import PeakMemory, count_flops, machine, machine_info, run_isolated, sync, time_fn
 
 MODULE = "walt.bench.autoencoder"
+STREAMING_LIMIT = 1.5  # issue #2: long chunked decode within 1.5x of a 17-frame decode
+
+
+def cogvideox_kwargs(c) -> dict:
+    """`AutoencoderKLCogVideoX` arguments matching a `CausalVAEConfig` (same widths, depth, compression).
+
+    The widths are the config's `level_channels` (the multipliers extended to as many levels as
+    the compression needs), NOT `channel_multipliers`: CogVideoX halves H and W between every
+    pair of levels, so its spatial factor is 2^(levels - 1) and must equal ours.
+    """
+    widths = tuple(c.level_channels)
+    if 2 ** (len(widths) - 1) != c.spatial_factor:
+        raise ValueError(
+            f"CogVideoX downsamples space between every pair of levels (2^{len(widths) - 1} = "
+            f"{2 ** (len(widths) - 1)}x for {len(widths)} levels) but this config has spatial_factor="
+            f"{c.spatial_factor}; compare presets whose level count is log2(spatial_factor) + 1"
+        )
+    if c.temporal_factor > 2 ** (len(widths) - 1):
+        raise ValueError(f"temporal_factor={c.temporal_factor} needs more than {len(widths)} levels in CogVideoX")
+    return dict(
+        block_out_channels=widths,
+        down_block_types=("CogVideoXDownBlock3D",) * len(widths),
+        up_block_types=("CogVideoXUpBlock3D",) * len(widths),
+        layers_per_block=c.num_res_blocks,
+        latent_channels=c.latent_channels,
+        temporal_compression_ratio=c.temporal_factor,
+        norm_num_groups=math.gcd(c.norm_groups, *widths),  # walt: gcd(norm_groups, width) per layer
+    )
 
 
 def build(model: str, preset: str, device: torch.device):
@@ -34,27 +72,27 @@ def build(model: str, preset: str, device: torch.device):
     ours = CausalVAE.from_preset(preset)
     if model == "walt":
         return ours.to(device).eval(), ours.config
+    if model != "cogvideox":
+        raise ValueError(f"unknown autoencoder model {model!r}; use 'walt' or 'cogvideox'")
     from diffusers import AutoencoderKLCogVideoX
 
-    c = ours.config
-    widths = tuple(c.base_channels * m for m in c.channel_multipliers)
-    cog = AutoencoderKLCogVideoX(
-        block_out_channels=widths,
-        down_block_types=("CogVideoXDownBlock3D",) * len(widths),
-        up_block_types=("CogVideoXUpBlock3D",) * len(widths),
-        layers_per_block=c.num_res_blocks,
-        latent_channels=c.latent_channels,
-        temporal_compression_ratio=c.temporal_factor,
-        norm_num_groups=min(32, c.base_channels),
-    )
-    return cog.to(device).eval(), c
+    cog = AutoencoderKLCogVideoX(**cogvideox_kwargs(ours.config))
+    return cog.to(device).eval(), ours.config
+
+
+def calls(model: str, net, x: torch.Tensor, z: torch.Tensor, chunk):
+    """(encode, decode) closures returning tensors: walt's posterior mean / CogVideoX's latent_dist.mean."""
+    if model == "walt":
+        return (lambda: net.encode(x, chunk_frames=chunk)), (lambda: net.decode(z, chunk_frames=chunk))
+    return (lambda: net.encode(x).latent_dist.mean), (lambda: net.decode(z).sample)
 
 
 def run_case(case: dict) -> dict:
-    """One measurement: encode or decode `frames` frames at `size` with model `model`.
+    """One measurement: encode or decode `frames` frames at `size` (square) with model `model`.
 
-    Returns the case plus seconds, frames/s, GFLOP per call, peak memory (CUDA: allocator peak;
-    CPU: the process's peak RSS) and the peak over the memory in use before the first call.
+    case keys: model, op, preset, frames, size, device, repeats, optional chunk_frames and
+    `single` (True: one cold call, memory only, no FLOP count). Returns the case plus seconds,
+    frames/s, GFLOP per call, peak memory (MiB) and the peak over the memory in use before the calls.
     """
     torch.manual_seed(0)
     device = torch.device(case["device"])
@@ -64,23 +102,25 @@ def run_case(case: dict) -> dict:
     s_lat = S // c.spatial_factor
     x = torch.rand(1, 3, T, S, S, device=device) * 2 - 1  # (B, 3, T, H, W)
     z = torch.randn(1, c.latent_channels, t_lat, s_lat, s_lat, device=device)  # (B, c, t, h, w)
-    chunk = case.get("chunk_frames")
-    with torch.no_grad():
-        if case["model"] == "walt":
-            enc = lambda: net.encode(x, chunk_frames=chunk)
-            dec = lambda: net.decode(z, chunk_frames=chunk)
+    enc, dec = calls(case["model"], net, x, z, case.get("chunk_frames"))
+    fn = enc if case["op"] == "encode" else dec
+    flops = None
+    with torch.no_grad(), PeakMemory(device) as mem:
+        if case.get("single"):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            sec = time.perf_counter() - t0
         else:
-            enc = lambda: net.encode(x).latent_dist.mean
-            dec = lambda: net.decode(z).sample
-        fn = enc if case["op"] == "encode" else dec
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
-        flops = count_flops(fn)  # also the warm-up call
-        sec = time_fn(fn, device, repeats=case["repeats"], warmup=1 if device.type == "cuda" else 0)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
-    return {**case, "seconds": sec, "frames_per_s": T / sec, "gflop_per_call": flops / 1e9,
-            "achieved_gflops": flops / sec / 1e9, "peak_mb": peak, "peak_over_base_mb": peak - base}
+            flops = count_flops(fn)  # also the warm-up call
+            sec = time_fn(fn, device, repeats=case["repeats"], warmup=1 if device.type == "cuda" else 0)
+    row = {**case, "params": sum(p.numel() for p in net.parameters()), "seconds": sec, "frames_per_s": T / sec,
+           "peak_mb": mem.peak_mb, "base_mb": mem.base_mb, "peak_over_base_mb": mem.over_base_mb,
+           "memory_method": mem.method}
+    if flops is not None:
+        row.update(gflop_per_call=flops / 1e9, achieved_gflops=flops / sec / 1e9)
+    return row
 
 
 def measure(case: dict, isolated: bool) -> dict:
@@ -94,26 +134,37 @@ def speed(common: dict, models: list[str], isolated: bool, log=print) -> dict:
         for op in ("encode", "decode"):
             r = measure({**common, "model": model, "op": op}, isolated)
             log(f"{model:10s} {op:6s} {r['frames_per_s']:8.2f} frames/s  {r['gflop_per_call']:8.3g} GFLOP  "
-                f"peak {r['peak_mb']:8.0f} MB")
+                f"peak {r['peak_mb']:8.0f} MB ({r['peak_over_base_mb']:.0f} MB over the model)")
             rows.append(r)
     ratios = {}
     if "walt" in models and "cogvideox" in models:
         by = {(r["model"], r["op"]): r for r in rows}
         for op in ("encode", "decode"):
-            ratios[f"{op}_speed_ratio_walt_over_cogvideox"] = by["walt", op]["frames_per_s"] / by["cogvideox", op]["frames_per_s"]
-            ratios[f"{op}_memory_ratio_walt_over_cogvideox"] = by["walt", op]["peak_mb"] / by["cogvideox", op]["peak_mb"]
+            w, g = by["walt", op], by["cogvideox", op]
+            ratios[f"{op}_speed_ratio_walt_over_cogvideox"] = w["frames_per_s"] / g["frames_per_s"]
+            ratios[f"{op}_memory_ratio_walt_over_cogvideox"] = w["peak_mb"] / g["peak_mb"]
+            if g["peak_over_base_mb"] > 0:
+                ratios[f"{op}_activation_memory_ratio_walt_over_cogvideox"] = w["peak_over_base_mb"] / g["peak_over_base_mb"]
     return {"rows": rows, "ratios": ratios}
 
 
 def streaming(common: dict, long_latents: int, isolated: bool, log=print) -> dict:
-    """Peak memory of a 1+4*N-frame chunked decode vs a 17-frame decode (chunks of 1 latent frame)."""
-    long_frames = 1 + 4 * long_latents
-    short = measure({**common, "model": "walt", "op": "decode", "frames": 17, "repeats": 1, "chunk_frames": 1}, isolated)
-    long = measure({**common, "model": "walt", "op": "decode", "frames": long_frames, "repeats": 1, "chunk_frames": 1}, isolated)
-    ratio = long["peak_over_base_mb"] / max(short["peak_over_base_mb"], 1e-9)
-    log(f"streaming decode {long_frames} frames: peak {long['peak_mb']:.0f} MB vs 17 frames {short['peak_mb']:.0f} MB "
-        f"(over baseline: {long['peak_over_base_mb']:.0f} vs {short['peak_over_base_mb']:.0f} MB, ratio {ratio:.2f})")
-    return {"short": short, "long": long, "ratio_over_baseline": ratio, "ratio_total": long["peak_mb"] / short["peak_mb"]}
+    """Peak memory of a chunked 1+4*N-frame decode (1 latent frame per chunk) vs a whole-clip 17-frame decode."""
+    from walt.autoencoder.config import preset_config
+
+    f_t = preset_config(common["preset"]).temporal_factor
+    long_frames = 1 + f_t * long_latents
+    base = {**common, "model": "walt", "op": "decode", "repeats": 1, "single": True}
+    short = measure({**base, "frames": 1 + f_t * 4, "chunk_frames": None}, isolated)
+    long = measure({**base, "frames": long_frames, "chunk_frames": 1}, isolated)
+    ratio = long["peak_over_base_mb"] / short["peak_over_base_mb"] if short["peak_over_base_mb"] > 0 else None
+    log(f"streaming decode {long_frames} frames (chunks of 1 latent frame): peak {long['peak_mb']:.0f} MB vs whole "
+        f"{short['frames']}-frame decode {short['peak_mb']:.0f} MB (over the model: {long['peak_over_base_mb']:.0f} vs "
+        f"{short['peak_over_base_mb']:.0f} MB, ratio {'-' if ratio is None else format(ratio, '.2f')}, "
+        f"limit {STREAMING_LIMIT})")
+    return {"short": short, "long": long, "long_latents": long_latents, "ratio_over_baseline": ratio,
+            "ratio_total": long["peak_mb"] / short["peak_mb"], "limit": STREAMING_LIMIT,
+            "within_limit": None if ratio is None else ratio <= STREAMING_LIMIT}
 
 
 def main(argv: list[str] | None = None, prog: str = f"python -m {MODULE}") -> None:
@@ -136,7 +187,8 @@ def main(argv: list[str] | None = None, prog: str = f"python -m {MODULE}") -> No
     isolated = a.device == "cpu"
     common = dict(preset=a.preset, size=a.size, device=a.device, repeats=a.repeats)
     log = lambda m: print(m, flush=True)
-    result = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "rows": []}
+    result = {"machine": machine(), "machine_info": machine_info(a.device), "date": time.strftime("%Y-%m-%d"),
+              "rows": []}
     if a.only != "streaming":
         sp = speed({**common, "frames": a.frames}, ["walt"] + ([] if a.skip_peer else ["cogvideox"]), isolated, log)
         result["rows"] = sp["rows"]

@@ -2,10 +2,27 @@
 
 These live in the installed package (not in `benchmarks/`) so that `walt bench` works from a wheel;
 the scripts in `benchmarks/` are thin wrappers around `walt.bench`.
+
+Conventions every benchmark follows:
+  * timing: untimed warm-up call(s) first, then the median of timed calls, each ended by
+    `torch.cuda.synchronize()` on a GPU (kernels are asynchronous; without it the clock stops
+    when the launch returns, not when the work is done);
+  * peak memory (`PeakMemory`): on a GPU the caching allocator's `max_memory_allocated` after
+    `reset_peak_memory_stats`; on a Linux CPU the process's peak resident set size (VmHWM),
+    reset at the start of the measured block through /proc/self/clear_refs (after returning
+    freed heap pages with `malloc_trim`), so a block's peak is its own even inside one process.
+    Where that reset is not available the peak is the process's peak so far (an upper bound,
+    and said so); benchmarks that need exact CPU peaks run each case in a fresh process
+    (`run_isolated`);
+  * FLOPs (`count_flops`) are counted, never estimated: `torch.utils.flop_counter.FlopCounterMode`
+    over one real call (matmuls, convolutions, attention; 2 FLOPs per multiply-add).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import os
 import platform
@@ -14,32 +31,73 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+
+# --- where the numbers were measured ---------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (/proc/cpuinfo on Linux, else what `platform` knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where the OS has none): how busy the machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Everything about the machine a benchmark table must state (JSON-able)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info: dict[str, Any] = {
+        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
+        "device": str(device), "load_average": load_average(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names else None,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
 
 
 def machine() -> str:
     """A one-line description of where the numbers were measured."""
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{os.cpu_count()}-core CPU ({cpu_model()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+# --- timing ----------------------------------------------------------------------------------
 
 
 def sync(device: torch.device) -> None:
-    if device.type == "cuda":
+    """Wait for the device's queued work (a no-op on CPU, where every op is synchronous)."""
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
 
 def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall seconds of `fn()` over `repeats` runs after `warmup` runs."""
+    """Median wall seconds of `fn()` over `repeats` runs after `warmup` untimed runs."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     for _ in range(warmup):
         fn()
     sync(device)
@@ -52,9 +110,94 @@ def time_fn(fn: Callable[[], object], device: torch.device, repeats: int = 3, wa
     return statistics.median(times)
 
 
+# --- peak memory -----------------------------------------------------------------------------
+
+
+def _status_kb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (MiB); the peak so far where /proc is missing."""
+    kb = _status_kb("VmRSS")
+    return kb / 1024 if kb is not None else peak_rss_mb()
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process (MiB) since it started or since the last `reset_peak_rss`."""
+    kb = _status_kb("VmHWM")
+    if kb is not None:
+        return kb / 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # macOS: bytes, Linux: KiB
+
+
+def _malloc_trim() -> None:
+    """Give freed heap pages back to the OS (glibc), so they stop counting as resident."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0); False where not possible."""
+    gc.collect()
+    _malloc_trim()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory of a `with` block -> `.peak_mb`, `.base_mb` (in use at entry), `.method`.
+
+    CUDA: allocator peak (`max_memory_allocated`) after `reset_peak_memory_stats`. CPU: the
+    process's peak RSS, reset at entry where the OS allows (see the module docstring); memory a
+    previous block freed but the allocator kept may still count at entry (then the block's peak
+    over `base_mb` is a lower bound and `peak_mb` an upper bound of what the block needs alone).
+    """
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.base_mb = self.peak_mb = 0.0
+        self.method = ""
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            sync(self.device)
+            gc.collect()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base_mb = torch.cuda.memory_allocated(self.device) / 2**20
+            self.method = "CUDA allocator peak (max_memory_allocated)"
+        else:
+            reset = reset_peak_rss()
+            self.base_mb = rss_mb()
+            self.method = ("peak RSS since the block began (VmHWM reset via /proc/self/clear_refs)" if reset else
+                           "peak RSS of the process so far (no reset available: an upper bound)")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            sync(self.device)
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self.peak_mb = peak_rss_mb()
+
+    @property
+    def over_base_mb(self) -> float:
+        return max(self.peak_mb - self.base_mb, 0.0)
 
 
 def run_isolated(module: str, case: dict, timeout: float = 3600, cwd: str | None = None) -> dict:
@@ -72,12 +215,34 @@ def run_isolated(module: str, case: dict, timeout: float = 3600, cwd: str | None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# --- FLOPs -----------------------------------------------------------------------------------
+
+
 def matmul_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's measured dense matmul throughput (GFLOP/s), the denominator of FLOP utilisation."""
+    """The machine's measured dense matmul throughput (GFLOP/s), the denominator of FLOP utilisation.
+
+    A square (n, n) @ (n, n) product costs 2 n^3 FLOPs; median of `repeats` after 2 warm-ups.
+    """
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     s = time_fn(lambda: a @ b, device, repeats=repeats, warmup=2)
     return 2 * n**3 / s / 1e9
+
+
+def fastest_dtype(device: torch.device | str, n: int = 256) -> tuple[str, dict[str, float]]:
+    """'bf16' or 'fp32', whichever dense matmul is faster here, and the probe's GFLOP/s.
+
+    bf16 on a GPU. On a CPU it depends on the instruction set: with AVX-512 BF16 / AMX bf16 is
+    about twice fp32, but on an AVX2-only CPU (e.g. the 2-core AMD EPYC this project is tested on)
+    bf16 matmuls run ~10-100x SLOWER than fp32, so a fixed bf16 default would time the fallback
+    kernel rather than the model. A small probe (n = 256) decides; bf16 must win by 20 %.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16", {}
+    probe = {name: matmul_peak_gflops(device, dt, n=n, repeats=3)
+             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    return ("bf16" if probe["bf16"] > 1.2 * probe["fp32"] else "fp32"), probe
 
 
 _aten = torch.ops.aten

@@ -16,38 +16,22 @@ Three measurements, one run, one device (issue #3, Benchmark section):
 3. **Sampling**: seconds per DDIM step and per clip (`walt.diffusion.sample_ddim`, the same
    sampler loop for both networks), ratio walt/latte.
 
-Layouts (latent T x H x W, patch p = 1, so tokens = T*H*W per clip):
-  paper  5x16x16 (17x128x128 video), spatial window 1x16x16 (a whole frame), spatiotemporal 5x8x8
-  sr     5x32x56 (an SR-like 2x layout), spatial window 1x32x56 (a whole frame, as the paper's SR
-         stages use), spatiotemporal 5x8x8 (the paper's default; 8 divides 32 and 56)
-  tiny   5x8x8, windows 1x8x8 / 5x4x4 (smoke tests only)
+The networks and how they are matched (layouts, Latte's arguments, what still differs) are in
+`walt.bench.denoiser_nets`. Timing: the first call of each case runs under FlopCounterMode and
+is the warm-up (one more untimed call on a GPU); medians of the timed calls; peak memory with
+`walt.bench.common.PeakMemory` (CUDA allocator peak, or the CPU peak RSS reset per case).
 
-Matching Latte (diffusers 0.42): Latte's `num_layers` counts (spatial, temporal) block PAIRS,
-i.e. 2 * num_layers transformer blocks, so num_layers = depth / 2 matches W.A.L.T's `depth`
-alternating blocks. attention_head_dim = width / heads, cross_attention_dim = width,
-activation "gelu-approximate" (W.A.L.T's 4x GELU(tanh) MLP; Latte's default GEGLU would be ~1.5x
-the MLP FLOPs), attention_bias=True (W.A.L.T's qkv have biases), norm_type "ada_norm_single",
-video_length = T, sample_size = H (a non-square H x W gets Latte's on-the-fly sin-cos table).
-Latte cannot run without a caption (its spatial blocks cross-attend), so this section gives both
-networks the same `--text-tokens` random caption tokens of `--text-dim` features, and W.A.L.T is
-built text-conditioned with cross-attention in its spatial layers (`cross_attention="spatial"`,
-the paper's joint image/video setting), no class labels. Architectural differences that remain
-(and are the point): W.A.L.T's spatiotemporal layers attend over 5x8x8 = 320-token windows where
-Latte's temporal layers attend over T = 5 tokens; W.A.L.T's cross-attention keys are window +
-text tokens, Latte's are text tokens only; W.A.L.T has qk-norm, relative position bias and
-AdaLN-LoRA; Latte has PixArt's per-block scale-shift tables.
-
-    python -m walt.bench.denoiser                        # CPU: reduced size, a few minutes
+    python -m walt.bench.denoiser                        # CPU: reduced size, minutes
     python -m walt.bench.denoiser --device cuda          # GPU: W.A.L.T-L size (1024/24/16)
     python -m walt.bench.denoiser --width 1024 --depth 24 --heads 16 --batch 8 --sr-batch 1
 
 Defaults: on CUDA the paper's L size, batch 8 (paper layout) / 1 (sr), bf16 autocast, 20 timed
-training steps, 50 DDIM steps; on CPU width 256, depth 4, heads 4, batch 1, bf16 autocast,
-3 timed training steps, 5 DDIM steps (the table says which was used). The first step of each
-case runs under FlopCounterMode and doubles as the warm-up. On CPU the default run needs ~440
-CPU-seconds (~4 min on an idle 2-core machine) and ~12 GB peak RSS, almost all of it the sr
-full-attention twin (its (heads, 8960, 8960) relative-bias tensors and indices); `--layouts paper`
-takes under a minute. On GPU, the sr full-attention twin at L size with the relative bias on is
+training steps, 50 DDIM steps; on CPU width 256, depth 4, heads 4, batch 1, 3 timed training
+steps, 5 DDIM steps (the table says which was used); `--dtype auto` takes bf16 autocast only
+where bf16 matmuls are faster than fp32 (not on an AVX2-only CPU, where they are ~10-100x slower).
+The first step of each case runs under FlopCounterMode and doubles as the warm-up. On CPU most
+of the time and memory (~12 GB peak RSS reported earlier) go to the sr full-attention twin (its
+(heads, 8960, 8960) relative-bias tensors and indices); `--layouts paper` takes about a minute. On GPU, the sr full-attention twin at L size with the relative bias on is
 estimated (not yet run) not to fit in 80 GB (24 layers x a 16 x 8960^2 bias); an OOM is reported as
 "out of memory" and the run goes on. Add `--no-rel-pos-bias` to measure it (both twins then run
 without the bias).
@@ -62,147 +46,33 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from walt.bench.common import count_flops, machine, matmul_peak_gflops, sync, time_fn
+from walt.bench.common import PeakMemory, count_flops, fastest_dtype, machine, matmul_peak_gflops, sync, time_fn
+from walt.bench.denoiser_nets import (  # noqa: F401  (re-exported: the scripts, tests and suite import these)
+    LAYOUTS,
+    BenchSettings,
+    autocast,
+    build_latte,
+    build_walt,
+    default_settings,
+    full_twin,
+    latte_model_fn,
+    n_params,
+    walt_model_fn,
+)
 
-# Latent layouts: (T, H, W) latents and the two window kinds, in tokens (p = 1).
-LAYOUTS: dict[str, dict[str, tuple[int, int, int]]] = {
-    "paper": {"input_size": (5, 16, 16), "spatial_window": (1, 16, 16), "spatiotemporal_window": (5, 8, 8)},
-    "sr": {"input_size": (5, 32, 56), "spatial_window": (1, 32, 56), "spatiotemporal_window": (5, 8, 8)},
-    "tiny": {"input_size": (5, 8, 8), "spatial_window": (1, 8, 8), "spatiotemporal_window": (5, 4, 4)},
-}
 PAPER_STEPS_PER_S = {"window_5x8x8": 2.00, "full": 1.20}  # W.A.L.T Table (window ablation), TPU
 
 
-@dataclass(frozen=True)
-class BenchSettings:
-    """Everything one benchmark run depends on (written into the JSON)."""
-
-    device: str = "cpu"
-    dtype: str = "bf16"  # "bf16": bf16 autocast with fp32 weights; "fp32": plain fp32
-    width: int = 256
-    depth: int = 4
-    heads: int = 4
-    batch: int = 1  # clips per step at the paper / tiny layouts
-    sr_batch: int = 1  # clips per step at the sr layout
-    layouts: tuple[str, ...] = ("paper", "sr")
-    steps: int = 3  # timed training steps (median of these)
-    repeats: int = 3  # timed forward passes (median)
-    sample_steps: int = 5  # DDIM steps per clip
-    text_tokens: int = 16
-    text_dim: int = 384  # caption feature size (all-MiniLM-L6-v2's 384 in this project)
-    rel_pos_bias: bool = True  # False: no relative bias (flash-eligible SDPA on GPU)
-    self_cond: bool = False  # add the self-conditioning no-grad pass to every training step
-    latte: bool = True
-    train: bool = True
-    peak_n: int = 2048  # matrix size of the matmul-peak measurement
-
-    def __post_init__(self) -> None:
-        if self.dtype not in ("bf16", "fp32"):
-            raise ValueError(f"dtype must be 'bf16' or 'fp32', got {self.dtype!r}")
-        unknown = [l for l in self.layouts if l not in LAYOUTS]
-        if unknown:
-            raise ValueError(f"unknown layout(s) {unknown}; choose from {sorted(LAYOUTS)}")
-        if self.width % self.heads:
-            raise ValueError(f"--width {self.width} is not divisible by --heads {self.heads}")
-        if self.latte and self.depth % 2:
-            raise ValueError(f"--depth {self.depth} must be even to match Latte's (spatial, temporal) pairs")
-        for key in ("width", "depth", "heads", "batch", "sr_batch", "steps", "repeats", "sample_steps", "text_tokens"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(self, key)}")
-
-    def batch_for(self, layout: str) -> int:
-        return self.sr_batch if layout == "sr" else self.batch
-
-
-def default_settings(device: str) -> dict[str, Any]:
-    """Paper L size on GPU; a reduced size that finishes in minutes on a 2-core CPU."""
-    if device.startswith("cuda"):
-        return dict(width=1024, depth=24, heads=16, batch=8, sr_batch=1, steps=20, repeats=10,
-                    sample_steps=50, peak_n=8192)
-    return dict(width=256, depth=4, heads=4, batch=1, sr_batch=1, steps=3, repeats=3, sample_steps=5, peak_n=2048)
-
-
-# --- building the three networks -------------------------------------------------------------
-
-
-def build_walt(s: BenchSettings, layout: str, attention: str = "window", text: bool = False):
-    """W.A.L.T at the requested width/depth/heads (the L preset's other choices: AdaLN-LoRA r=2,
-    qk-norm, self-conditioning input); class-conditional (101 classes) or text-conditioned."""
-    from walt.denoiser import WALT
-
-    cond = dict(num_classes=0, text_dim=s.text_dim, cross_attention="spatial") if text else {}
-    return WALT.from_preset(
-        "L", hidden_size=s.width, depth=s.depth, num_heads=s.heads, attention=attention,
-        rel_pos_bias=s.rel_pos_bias, **LAYOUTS[layout], **cond,
-    )
-
-
-def full_twin(net):
-    """The `attention="full"` twin of a window WALT with the same weights -> (twin, n_not_copied)."""
-    from walt.config import replace_config
-    from walt.denoiser import WALT
-
-    twin = WALT(replace_config(net.config, attention="full"))
-    own = twin.state_dict()
-    shared = {k: v for k, v in net.state_dict().items() if k in own and own[k].shape == v.shape}
-    twin.load_state_dict(shared, strict=False)
-    return twin, len(own) - len(shared)  # the rest: relative-position tables sized by the window
-
-
-def build_latte(s: BenchSettings, layout: str):
-    """diffusers' LatteTransformer3DModel matched to W.A.L.T's width, depth, heads, tokens."""
-    from diffusers import LatteTransformer3DModel
-
-    t, h, _ = LAYOUTS[layout]["input_size"]
-    return LatteTransformer3DModel(
-        num_attention_heads=s.heads,
-        attention_head_dim=s.width // s.heads,
-        in_channels=8,  # W.A.L.T's latent channels c (the L preset)
-        out_channels=8,
-        num_layers=s.depth // 2,  # pairs of (spatial, temporal) blocks
-        cross_attention_dim=s.width,
-        attention_bias=True,
-        sample_size=h,
-        patch_size=1,
-        activation_fn="gelu-approximate",
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-        norm_eps=1e-6,
-        caption_channels=s.text_dim,
-        video_length=t,
-    )
-
-
-def n_params(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
 # --- measuring ------------------------------------------------------------------------------
-
-def _autocast(s: BenchSettings):
-    dev = torch.device(s.device).type
-    return torch.autocast(dev, dtype=torch.bfloat16) if s.dtype == "bf16" else nullcontext()
-
 
 def _cleanup(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _peak_mb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
 
 
 def _extra_warmup(device: torch.device) -> int:
@@ -236,42 +106,22 @@ def bench_train(s: BenchSettings, net, layout: str, peak_gflops: float) -> dict:
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with _autocast(s):
+        with autocast(s):
             loss, _ = diffusion_loss(net, x0, schedule, loss_cfg, y=y)
         loss.backward()
         opt.step()
 
-    _reset_peak(device)
-    flops = count_flops(step)  # also the warm-up step (optimizer state, allocator, kernel choice)
-    sec = time_fn(step, device, repeats=s.steps, warmup=_extra_warmup(device))
-    peak = _peak_mb(device)
+    with PeakMemory(device) as mem:
+        flops = count_flops(step)  # also the warm-up step (optimizer state, allocator, kernel choice)
+        sec = time_fn(step, device, repeats=s.steps, warmup=_extra_warmup(device))
     tokens = b * t * h * w
     achieved = flops / sec / 1e9
     return {
         "batch": b, "tokens_per_step": tokens, "params": n_params(net), "seconds_per_step": sec,
         "steps_per_s": 1 / sec, "tokens_per_s": tokens / sec, "gflop_per_step": flops / 1e9,
-        "achieved_gflops": achieved, "mfu": achieved / peak_gflops, "peak_mb": peak,
+        "achieved_gflops": achieved, "mfu": achieved / peak_gflops,
+        "peak_mb": mem.peak_mb, "peak_over_base_mb": mem.over_base_mb, "memory_method": mem.method,
     }
-
-
-def walt_model_fn(s: BenchSettings, net, text: torch.Tensor):
-    """The sampler's `model_fn(x_t, t, self_cond) -> v` for a text-conditioned WALT (autocast as set)."""
-
-    def model_fn(x, t, self_cond=None):
-        with _autocast(s):
-            return net(x, t, self_cond=self_cond, text=text).float()
-
-    return model_fn
-
-
-def latte_model_fn(s: BenchSettings, net, text: torch.Tensor):
-    """The same for Latte (`timestep`, `encoder_hidden_states`), output (B, C, T, H, W) float32."""
-
-    def model_fn(x, t, self_cond=None):  # Latte has no self-conditioning input
-        with _autocast(s):
-            return net(x, timestep=t, encoder_hidden_states=text, return_dict=False)[0].float()
-
-    return model_fn
 
 
 def bench_inference(s: BenchSettings, net, model_fn_factory, layout: str) -> dict:
@@ -288,8 +138,7 @@ def bench_inference(s: BenchSettings, net, model_fn_factory, layout: str) -> dic
     x = seeded_noise((b, net.config.in_channels, t, h, w), [0] * b, device=device)  # (B, C, T, H, W)
     tt = torch.full((b,), 999, dtype=torch.long, device=device)
     tokens = b * t * h * w
-    _reset_peak(device)
-    with torch.no_grad():
+    with torch.no_grad(), PeakMemory(device) as mem:
         flops = count_flops(lambda: model_fn(x, tt))  # also the warm-up pass
         fwd = time_fn(lambda: model_fn(x, tt), device, repeats=s.repeats, warmup=_extra_warmup(device))
         sync(device)
@@ -302,7 +151,8 @@ def bench_inference(s: BenchSettings, net, model_fn_factory, layout: str) -> dic
     return {
         "batch": b, "tokens_per_forward": tokens, "params": n_params(net), "gflop_per_forward": flops / 1e9,
         "forward_s": fwd, "forward_tokens_per_s": tokens / fwd, "sample_steps": s.sample_steps,
-        "s_per_step": sampling / s.sample_steps, "s_per_clip": sampling / b, "peak_mb": _peak_mb(device),
+        "s_per_step": sampling / s.sample_steps, "s_per_clip": sampling / b,
+        "peak_mb": mem.peak_mb, "peak_over_base_mb": mem.over_base_mb, "memory_method": mem.method,
     }
 
 
@@ -435,7 +285,8 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None, prog: str = "python -m walt.bench.denoiser") -> None:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast where bf16 matmuls are faster (GPU), else fp32 (see fastest_dtype)")
     p.add_argument("--width", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--heads", type=int)
@@ -461,9 +312,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m walt.bench.denois
     chosen = {k: getattr(a, k) for k in ("width", "depth", "heads", "batch", "sr_batch", "steps", "repeats", "sample_steps")}
     defaults = default_settings(a.device)
     merged = {k: v if v is not None else defaults[k] for k, v in chosen.items()}
+    dtype = fastest_dtype(a.device)[0] if a.dtype == "auto" else a.dtype
     try:
         s = BenchSettings(
-            device=a.device, dtype=a.dtype, layouts=tuple(x for x in a.layouts.split(",") if x),
+            device=a.device, dtype=dtype, layouts=tuple(x for x in a.layouts.split(",") if x),
             text_tokens=a.text_tokens, text_dim=a.text_dim, rel_pos_bias=not a.no_rel_pos_bias,
             self_cond=a.self_cond, latte=not a.skip_latte, train=not a.skip_train,
             peak_n=defaults["peak_n"], **merged,

@@ -2,7 +2,8 @@
 
 Sections (`--only` picks a subset):
 
-  ae        CausalVAE encode / decode frames/s, peak memory, FLOP utilisation
+  ae        CausalVAE encode / decode frames/s, peak memory, FLOP utilisation; streaming: peak
+            memory of a chunked 1+4N-frame decode vs a whole 17-frame decode (limit 1.5x)
   denoiser  W.A.L.T training tokens/s and MFU, window attention vs its full-attention twin
             (same weights; paper §5.3: 5x8x8 windows 2.00 vs full 1.20 steps/s)
   samplers  seconds per clip of ddim / dpmpp at each step count and ddpm at its stated count,
@@ -27,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from walt.bench import SECTIONS  # torch-free, shared with the CLI
-from walt.bench.common import count_flops, machine, matmul_peak_gflops, sync
+from walt.bench.common import PeakMemory, count_flops, fastest_dtype, load_average, machine, machine_info, matmul_peak_gflops, sync
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class SuiteSize:
     ae_size: int = 128
     ae_repeats: int = 3
     ae_isolated: bool = True  # CPU: one process per case so peak RSS is the case's own
+    ae_stream_size: int = 128  # streaming decode resolution (issue #2: 128x128)
+    ae_long_latents: int = 64  # streaming decode of 1+4N frames (issue #2: N = 64); 0 = skip
     # walt.bench.denoiser.BenchSettings fields (width, depth, heads, batch, layouts, steps, ...)
     denoiser: dict[str, Any] = field(default_factory=dict)
     sampler_layout: str = "paper"
@@ -53,7 +56,8 @@ class SuiteSize:
 def _tiny() -> SuiteSize:
     return SuiteSize(
         "tiny", "smoke-test sizes (tests only; numbers mean nothing)",
-        ae_preset="tiny", ae_frames=5, ae_size=16, ae_repeats=1, ae_isolated=False,
+        ae_preset="tiny", ae_frames=5, ae_size=16, ae_repeats=1, ae_isolated=False, ae_stream_size=16,
+        ae_long_latents=6,
         denoiser=dict(layouts=("tiny",), width=16, depth=2, heads=2, batch=1, steps=1, repeats=1, sample_steps=2,
                       text_tokens=2, text_dim=8, dtype="fp32", peak_n=128),
         sampler_layout="tiny", sampler_steps=(2, 4), ddpm_steps=4, peak_n=128,
@@ -62,24 +66,27 @@ def _tiny() -> SuiteSize:
 
 def _cpu() -> SuiteSize:
     return SuiteSize(
-        "cpu", "reduced sizes for a small CPU: VAE ucf101 preset at 5x64x64, 1 timed call; W.A.L.T width 256, depth 4, "
-        "heads 4 (not the paper's L) at the paper latent layout 5x16x16, batch 1, bf16 autocast; "
-        "samplers 10/25 steps, ddpm 25 steps (not its default 1000)",
-        ae_frames=5, ae_size=64, ae_repeats=1,
-        denoiser=dict(layouts=("paper",), width=256, depth=4, heads=4, batch=1, steps=3, repeats=3, sample_steps=5,
-                      dtype="bf16", peak_n=1024),
-        sampler_steps=(10, 25), ddpm_steps=25, peak_n=1024,
+        "cpu", "reduced sizes for a small CPU: VAE ucf101 preset at 5x64x64, 1 timed call; streaming decode of "
+        "1+4*8 = 33 frames at 128x128 (not the issue's 257) vs a whole 17x128x128 decode; W.A.L.T width 256, depth 4, "
+        "heads 4 (not the paper's L) at the paper latent layout 5x16x16 and the SR-like 5x32x56, batch 1, dtype auto "
+        "(fp32 on an AVX2-only CPU, where bf16 matmuls are slower); samplers 10/25 steps, ddpm 25 steps (not its "
+        "default 1000)",
+        ae_frames=5, ae_size=64, ae_repeats=1, ae_long_latents=8,
+        denoiser=dict(layouts=("paper", "sr"), width=256, depth=4, heads=4, batch=1, sr_batch=1, steps=3, repeats=3,
+                      sample_steps=5, dtype="auto", peak_n=2048),
+        sampler_steps=(10, 25), ddpm_steps=25, peak_n=2048,
     )
 
 
 def _paper() -> SuiteSize:
     return SuiteSize(
-        "paper", "paper sizes: VAE ucf101 preset at 17x128x128; W.A.L.T-L (width 1024, depth 24, heads 16) "
-        "at the paper latent layout 5x16x16, training batch 8, bf16 autocast; samplers 10/25/50 steps, "
-        "ddpm 1000 steps (its default)",
+        "paper", "paper sizes: VAE ucf101 preset at 17x128x128, streaming decode of 1+4*64 = 257 frames at 128x128; "
+        "W.A.L.T-L (width 1024, depth 24, heads 16) "
+        "at the paper latent layout 5x16x16 (training batch 8) and the SR-like 5x32x56 (batch 1), dtype auto "
+        "(bf16 autocast on a GPU); samplers 10/25/50 steps, ddpm 1000 steps (its default)",
         ae_repeats=5,
-        denoiser=dict(layouts=("paper",), width=1024, depth=24, heads=16, batch=8, steps=20, repeats=10,
-                      sample_steps=50, dtype="bf16", peak_n=8192),
+        denoiser=dict(layouts=("paper", "sr"), width=1024, depth=24, heads=16, batch=8, sr_batch=1, steps=20, repeats=10,
+                      sample_steps=50, dtype="auto", peak_n=8192),
         peak_n=8192,
     )
 
@@ -100,8 +107,9 @@ def _dtype(name: str) -> torch.dtype:
 # --- sections -------------------------------------------------------------------------------
 
 
-def bench_ae(size: SuiteSize, device: torch.device, models: list[str], peak: float, log) -> dict:
-    from walt.bench.autoencoder import speed
+def bench_ae(size: SuiteSize, device: torch.device, models: list[str], peak: float, log, stream: bool = True) -> dict:
+    """Encode / decode rows per model (+ walt/CogVideoX ratios) and, with `stream`, the streaming decode."""
+    from walt.bench.autoencoder import speed, streaming
 
     isolated = size.ae_isolated and device.type == "cpu"
     common = dict(preset=size.ae_preset, size=size.ae_size, frames=size.ae_frames, device=str(device),
@@ -109,15 +117,18 @@ def bench_ae(size: SuiteSize, device: torch.device, models: list[str], peak: flo
     res = speed(common, models, isolated, log=lambda m: log(f"ae  {m}"))
     for r in res["rows"]:
         r["utilisation"] = r["achieved_gflops"] / peak
+    if stream and size.ae_long_latents > 0 and "walt" in models:
+        stream = dict(preset=size.ae_preset, size=size.ae_stream_size, device=str(device), repeats=1)
+        res["streaming"] = streaming(stream, size.ae_long_latents, isolated, log=lambda m: log(f"ae  {m}"))
     res["memory"] = ("CUDA allocator peak" if device.type == "cuda" else
                      "peak RSS of a fresh process per case" if isolated else
-                     "peak RSS of this process (cumulative over cases: upper bound)")
+                     res["rows"][0]["memory_method"] + ", in this process")
     return res
 
 
 def bench_samplers(size: SuiteSize, device: torch.device, peak: float, log) -> dict:
     """Seconds per clip for each sampler and step count, one class-conditional window W.A.L.T."""
-    from walt.bench.denoiser import LAYOUTS, _autocast, build_walt, n_params
+    from walt.bench.denoiser_nets import LAYOUTS, autocast, build_walt, n_params
     from walt.diffusion import DiffusionSchedule, make_generators, sample, seeded_noise
 
     s = _settings(size, device, latte=False, train=False)
@@ -127,7 +138,7 @@ def bench_samplers(size: SuiteSize, device: torch.device, peak: float, log) -> d
     y = torch.zeros(b, dtype=torch.long, device=device) if net.config.num_classes else None
 
     def model_fn(x, tt, self_cond=None):
-        with _autocast(s):
+        with autocast(s):
             return net(x, tt, y=y, self_cond=self_cond).float()
 
     noise = seeded_noise((b, net.config.in_channels, t, h, w), list(range(b)), device=device)  # (B, C, T, H, W)
@@ -139,19 +150,17 @@ def bench_samplers(size: SuiteSize, device: torch.device, peak: float, log) -> d
     runs = [(name, n) for name in ("ddim", "dpmpp") for n in size.sampler_steps] + [("ddpm", size.ddpm_steps)]
     rows = []
     for name, steps in runs:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        sync(device)
-        t0 = time.perf_counter()
-        out = sample(name, model_fn, noise, schedule, steps, generator=make_generators(list(range(b))))
-        sync(device)
-        sec = time.perf_counter() - t0
+        with PeakMemory(device) as mem:
+            t0 = time.perf_counter()
+            out = sample(name, model_fn, noise, schedule, steps, generator=make_generators(list(range(b))))
+            sync(device)
+            sec = time.perf_counter() - t0
         if not torch.isfinite(out).all():
             raise RuntimeError(f"sampler {name} produced a non-finite sample")
         row = {"sampler": name, "steps": steps, "batch": b, "seconds": sec, "s_per_clip": sec / b,
                "s_per_step": sec / steps, "gflop_per_clip": flops * steps / b / 1e9,
                "achieved_gflops": flops * steps / sec / 1e9, "utilisation": flops * steps / sec / 1e9 / peak,
-               "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None}
+               "peak_mb": mem.peak_mb, "peak_over_base_mb": mem.over_base_mb, "memory_method": mem.method}
         rows.append(row)
         log(f"samplers {name:5s} {steps:4d} steps  {row['s_per_clip']:8.2f} s/clip  "
             f"utilisation {100 * row['utilisation']:5.1f}%")
@@ -178,6 +187,12 @@ def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = SEC
 
     t_start = time.perf_counter()
     torch.manual_seed(0)
+    probe: dict[str, float] = {}
+    if size.denoiser.get("dtype", "auto") == "auto":  # the faster matmul dtype of this device (see fastest_dtype)
+        chosen, probe = fastest_dtype(device)
+        size = dataclasses.replace(size, denoiser={**size.denoiser, "dtype": chosen})
+        log(f"dtype auto -> {chosen}" + (f" (probe n=256: {', '.join(f'{k} {v:.3g}' for k, v in probe.items())} GFLOP/s)"
+                                         if probe else ""))
     dn = _settings(size, device, latte=False, train=True)
     dtypes = ["fp32"] + ([dn.dtype] if dn.dtype != "fp32" else [])
     peaks = {}
@@ -185,9 +200,10 @@ def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = SEC
         peaks[d] = matmul_peak_gflops(device, _dtype(d), n=size.peak_n)
         log(f"peak  matmul {d} (n={size.peak_n}): {peaks[d]:.4g} GFLOP/s")
     result: dict[str, Any] = {
-        "walt_version": __version__, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "walt_version": __version__, "machine": machine(), "machine_info": machine_info(device),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "device": str(device), "size": dataclasses.asdict(size), "sections": list(only),
-        "matmul_peak_gflops": peaks, "ratios": {}, "notes": [],
+        "matmul_peak_gflops": peaks, "dtype_probe_gflops": probe, "ratios": {}, "notes": [],
         "flops": "counted with torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention "
                  "(incl. the CPU SDPA kernel); not counted: elementwise ops, normalisations, the optimizer, "
                  "the samplers' float64 updates. Utilisation is against the matmul peak in the workload's dtype.",
@@ -197,24 +213,35 @@ def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = SEC
         peers = False
         result["notes"].append("peers skipped: diffusers is not installed (pip install 'walt[peers]')")
         log("peers skipped: diffusers is not installed")
+    section_s: dict[str, float] = {}
+    result["section_s"] = section_s
+    t0 = time.perf_counter()
     if "ae" in only or peers:
         models = (["walt"] if "ae" in only else []) + (["cogvideox"] if peers else [])
         if peers and "walt" not in models:
             models = ["walt"] + models  # the ratio needs walt measured the same way
-        result["autoencoder"] = bench_ae(size, device, models, peaks["fp32"], log)
+        result["autoencoder"] = bench_ae(size, device, models, peaks["fp32"], log, stream="ae" in only)
         result["ratios"].update(result["autoencoder"]["ratios"])
+        section_s["ae" if "ae" in only else "peers (cogvideox)"] = time.perf_counter() - t0
     if "denoiser" in only:
+        t0 = time.perf_counter()
         res = run_denoiser(dn, log=lambda m: log(f"denoiser {m}"), peak_gflops=peaks[dn.dtype])
         result["denoiser"] = {"train": res["train"], "dtype": dn.dtype, "settings": res["settings"]}
         result["ratios"].update(res["ratios"])
+        section_s["denoiser"] = time.perf_counter() - t0
     if "samplers" in only:
+        t0 = time.perf_counter()
         result["samplers"] = bench_samplers(size, device, peaks[dn.dtype], log)
+        section_s["samplers"] = time.perf_counter() - t0
     if peers:
+        t0 = time.perf_counter()
         s = _settings(size, device, latte=True, train=False)
         res = run_denoiser(s, log=lambda m: log(f"peers {m}"), peak_gflops=peaks[s.dtype])
         result["latte"] = {"inference": res["inference"], "dtype": s.dtype, "sample_steps": s.sample_steps,
                            "text_tokens": s.text_tokens}
         result["ratios"].update(res["ratios"])
+        section_s["peers (latte)"] = time.perf_counter() - t0
+    result["load_average_end"] = load_average()
     result["elapsed_s"] = time.perf_counter() - t_start
     return result
 
@@ -230,48 +257,65 @@ def markdown(r: dict) -> str:
     """bench.md: one table per section, with the machine, the sizes and the peaks on top."""
     peaks = ", ".join(f"{k} {v:.4g} GFLOP/s" for k, v in r["matmul_peak_gflops"].items())
     L = [f"# walt bench ({r['size']['name']} size, {r['device']})", "",
-         f"Machine: {r['machine']}. {r['date']}, walt {r['walt_version']}, {r['elapsed_s']:.0f} s in all.", "",
+         f"Machine: {r['machine']}. {r['date']}, walt {r['walt_version']}, {r['elapsed_s']:.0f} s in all; load "
+         f"average at start {r['machine_info']['load_average']}, at end {r['load_average_end']}.", "",
          f"Sizes: {r['size']['description']}.", "", f"Measured matmul peak: {peaks}.", ""]
+    if r.get("section_s"):
+        L += ["Seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in r["section_s"].items()) + ".", ""]
     if "autoencoder" in r:
         a = r["autoencoder"]
-        L += ["## Autoencoder", "", f"Memory: {a['memory']}.", "",
-              "| model | op | frames | frames/s | GFLOP/call | utilisation (fp32) | peak MB |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+        L += ["## Autoencoder", "", f"Memory: {a['memory']}. Peak MB is the whole process (Python, torch, the "
+              "weights and, for CogVideoX, the diffusers import); over model MB is what the calls themselves add "
+              "(the fair comparison).", "",
+              "| model | params (M) | op | frames | frames/s | GFLOP/call | utilisation (fp32) | peak MB | over model MB |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
         for x in a["rows"]:
-            L.append(f"| {x['model']} | {x['op']} | {x['frames']}×{x['size']}×{x['size']} | {x['frames_per_s']:.2f} | "
-                     f"{x['gflop_per_call']:.3g} | {100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} |")
+            L.append(f"| {x['model']} | {x['params'] / 1e6:.3g} | {x['op']} | {x['frames']}×{x['size']}×{x['size']} | "
+                     f"{x['frames_per_s']:.2f} | {x['gflop_per_call']:.3g} | {100 * x['utilisation']:.1f}% | "
+                     f"{x['peak_mb']:.0f} | {x['peak_over_base_mb']:.0f} |")
         L.append("")
+        st = a.get("streaming")
+        if st:
+            lo, sh = st["long"], st["short"]
+            verdict = ("-" if st["ratio_over_baseline"] is None else
+                       f"{st['ratio_over_baseline']:.2f} ({'within' if st['within_limit'] else 'OVER'} the {st['limit']}x limit)")
+            L += [f"Streaming: decoding {lo['frames']}×{lo['size']}×{lo['size']} in chunks of 1 latent frame peaks at "
+                  f"{lo['peak_mb']:.0f} MB ({lo['peak_over_base_mb']:.0f} MB over the model, {lo['seconds']:.1f} s) vs a "
+                  f"whole-clip {sh['frames']}-frame decode at {sh['peak_mb']:.0f} MB ({sh['peak_over_base_mb']:.0f} MB over "
+                  f"the model, {sh['seconds']:.1f} s): ratio over the model {verdict}; total {st['ratio_total']:.2f}.", ""]
     if "denoiser" in r:
         d = r["denoiser"]
         L += ["## W.A.L.T training (window vs full attention)", "",
               f"{d['dtype']}; forward + backward + AdamW step; MFU against the {d['dtype']} matmul peak.", "",
-              "| layout (T×H×W) | model | batch | steps/s | tokens/s | GFLOP/step | MFU | window/full |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| layout (T×H×W) | model | batch | steps/s | tokens/s | GFLOP/step | MFU | window/full | peak MB |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for x in d["train"]:
             grid = "×".join(map(str, x["grid"]))
             if "error" in x:
-                L.append(f"| {x['layout']} ({grid}) | {x['model']} | {x['error']} | | | | | |")
+                L.append(f"| {x['layout']} ({grid}) | {x['model']} | {x['error']} | | | | | | |")
                 continue
             ratio = r["ratios"].get(f"train_window_over_full[{x['layout']}]") if x["model"] == "walt-full" else None
             L.append(f"| {x['layout']} ({grid}) | {x['model']} | {x['batch']} | {x['steps_per_s']:.3f} | "
-                     f"{x['tokens_per_s']:.0f} | {x['gflop_per_step']:.3g} | {100 * x['mfu']:.1f}% | {_f(ratio, '.2f')} |")
+                     f"{x['tokens_per_s']:.0f} | {x['gflop_per_step']:.3g} | {100 * x['mfu']:.1f}% | {_f(ratio, '.2f')} | "
+                     f"{_f(x['peak_mb'], '.0f')} |")
         L += ["", "Paper (TPU, L): window 5×8×8 2.00 vs full 1.20 steps/s (ratio 1.67).", ""]
     if "samplers" in r:
         sm = r["samplers"]
         L += ["## Sampling", "",
               f"Class-conditional window W.A.L.T ({sm['params'] / 1e6:.3g}M parameters, {sm['dtype']}), latent "
               f"{'×'.join(map(str, sm['grid']))}, {sm['gflop_per_call']:.3g} GFLOP per network call.", "",
-              "| sampler | steps | s/clip | s/step | utilisation |", "|---|---:|---:|---:|---:|"]
+              "| sampler | steps | s/clip | s/step | utilisation | peak MB |", "|---|---:|---:|---:|---:|---:|"]
         for x in sm["rows"]:
             L.append(f"| {x['sampler']} | {x['steps']} | {x['s_per_clip']:.2f} | {x['s_per_step']:.3f} | "
-                     f"{100 * x['utilisation']:.1f}% |")
+                     f"{100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} |")
         L.append("")
     if "latte" in r or any("cogvideox" in k for k in r["ratios"]):
         L += ["## Peers (walt / peer)", "", "| comparison | ratio |", "|---|---:|"]
         for k, v in r["ratios"].items():
             if "cogvideox" in k or "latte" in k:
                 L.append(f"| {k} | {v:.2f} |")
-        L += ["", "Speed ratios > 1: walt faster; memory ratio > 1: walt uses more. Latte and W.A.L.T are both "
+        L += ["", "Speed ratios > 1: walt faster; memory ratio > 1: walt uses more (memory_ratio: whole-process peaks, "
+              "activation_memory_ratio: memory above the weights). Latte and W.A.L.T are both "
               f"text-conditioned here ({r.get('latte', {}).get('text_tokens', '-')} random caption tokens), "
               "same width, depth, heads and tokens.", ""]
         if "latte" in r:

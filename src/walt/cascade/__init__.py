@@ -6,12 +6,14 @@
 
 Submodules: `presets` (the registered configs), `sr` (low-res conditioning, noise-conditioning
 augmentation, the SR training loss and sampler), `pipeline` (stages, cascade sampling, long videos,
-image-to-video), `tiling` (spatially tiled, temporally streamed decoding), `train_sr` (training a
+image-to-video), `tiling` (spatially tiled, temporally streamed decoding), `pairs` (the low-res
+side of SR training pairs: the same clips' pixels downsampled), `train_sr` (training a
 cascade stage from latent caches), `commands` (the `walt sample --cascade` / `walt train --stage sr`
 glue).
 
-The package init is lazy: `walt.denoiser.config` imports `walt.cascade.presets` to register the
-presets, and a heavy init here would make that an import cycle.
+The package init is lazy: `walt.denoiser`'s preset registry imports `walt.cascade.presets` on the
+first lookup of a cascade preset name (`PRESET_MODULES`), and that lookup must pull in no diffusion
+or training code (tests/test_denoiser.py checks the imports), so nothing heavy may be imported here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ _EXPORTS = {
     "tile_spans": "tiling",
     "blend_ramp": "tiling",
     "decode_video": "tiling",
+    "Downsampled": "pairs",
+    "downsample_video": "pairs",
 }
 
 __all__ = sorted(_EXPORTS)

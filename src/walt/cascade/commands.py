@@ -18,9 +18,12 @@ import argparse
 __all__ = ["add_sample_args", "run_cascade_sample", "read_image"]
 
 # Measured (benchmarks/bench_cascade.py, ucf101-size VAE, fp32, 1 latent frame per chunk): decoding whole
-# 512x896 frames peaks at ~18 GB RSS; 32x32-latent tiles bound it by one tile's activations. Frames whose
-# latent is larger than 32x56 (256x448 pixels) are therefore tiled by default.
+# 512x896 frames peaks at ~18 GB RSS; tiles bound it by one tile's activations. Frames whose latent is
+# larger than 32x56 (256x448 pixels) are therefore decoded streamed AND tiled by default, in AUTO_TILE x
+# AUTO_TILE latent tiles: a 64x112 latent -> 2 blended 64x64 tiles, the tiling `walt.bench.cascade`
+# measures the peak RSS of (its default `tile`; keep the two equal).
 AUTO_TILE_AREA = 32 * 56
+AUTO_TILE = 64
 
 
 def add_sample_args(p: argparse.ArgumentParser) -> None:
@@ -32,8 +35,8 @@ def add_sample_args(p: argparse.ArgumentParser) -> None:
                    help="SR noise-conditioning augmentation timestep(s), one value or one per SR stage "
                         "(default: each stage's own, 50)")
     p.add_argument("--tile", type=int, default=None, metavar="N",
-                   help="decode the last stage in N x N latent-pixel tiles, blended (default: 32 when a frame's "
-                        f"latent exceeds {AUTO_TILE_AREA} pixels, e.g. 512x896 video; 0: never tile)")
+                   help=f"decode the last stage in N x N latent-pixel tiles, blended (default: {AUTO_TILE} when a "
+                        f"frame's latent exceeds {AUTO_TILE_AREA} pixels, e.g. 512x896 video; 0: never tile)")
     p.add_argument("--decode-chunk", type=int, default=1, metavar="K",
                    help="latent frames per streamed decode chunk (default 1: least memory)")
 
@@ -106,7 +109,7 @@ def run_cascade_sample(args: argparse.Namespace) -> int:
     out = C.check_out_not_file(args.out)
 
     # ---- 2. checkpoints, autoencoder, and whether they belong together ----
-    from walt.cascade.pipeline import CascadeStage, cascade_lengths, check_chain
+    from walt.cascade.pipeline import CascadeStage, check_chain
     from walt.checkpoint import load_checkpoint
     from walt.data.latent_cache import vae_fingerprint
 
@@ -162,10 +165,13 @@ def run_cascade_sample(args: argparse.Namespace) -> int:
     f_t, f_s = vae.config.temporal_factor, vae.config.spatial_factor
     T, h, w = stages[-1].net.config.input_size
     chunk = 1 + f_t * (T - 1)
-    frames = args.frames if args.frames is not None else chunk
-    C.check_frames(frames, f_t)
-    with C.user_errors("--frames: "):
-        lengths = cascade_lengths(frames, chunk, 1 + f_t)
+    frames = C.output_frames(args.frames, chunk)
+    from walt.pipeline import plan_length
+
+    gen_frames, lengths = plan_length(frames, chunk, 1 + f_t, f_t, short_clips=False)
+    if gen_frames != frames:
+        print(f"walt sample: --frames {frames} is not a length the cascade generates ({chunk} + {chunk - 1 - f_t}k "
+              f"frames); generating {gen_frames} and keeping the first {frames}")
     image = read_image(args.image) if args.image is not None else None
     if (len(lengths) > 1 or image is not None) and not all(s.net.config.frame_conditioning for s in stages):
         what = "--image" if image is not None else f"--frames {frames}"
@@ -180,12 +186,14 @@ def run_cascade_sample(args: argparse.Namespace) -> int:
                 raise UserError(f"stage {s.name} takes {s.net.config.text_dim}-d text, the base {base_cfg.text_dim}-d")
 
     # ---- 4. output folder, last ----
+    auto_tile = tile is None
     if tile is None:
-        tile = 32 if h * w > AUTO_TILE_AREA else None
+        tile = AUTO_TILE if h * w > AUTO_TILE_AREA else None
     elif tile == 0:
         tile = None
     elif tile <= 8:
-        raise UserError(f"--tile {tile} must exceed the 8-pixel tile overlap; use >= 16 (or 0: no tiling)")
+        raise UserError(f"--tile {tile} must exceed the tiles' 8-latent-pixel overlap; use e.g. 16 or 32 (or 0: no tiling)")
+    tiled = tile is not None and (h > tile or w > tile)
     existed = out.is_dir()
     C.writable_dir(out)
     fps = float(args.fps or extras0.get("fps") or 8.0)
@@ -193,6 +201,10 @@ def run_cascade_sample(args: argparse.Namespace) -> int:
     print(f"walt sample: {n} video(s) of {frames}x{H}x{W} through {len(stages)} stage(s) "
           f"({' -> '.join(s.name for s in stages)}), {'image-to-video, ' if image is not None else ''}"
           f"{args.sampler} {steps} steps, guidance {args.guidance_scale:g}, {len(lengths)} chunk(s), device {device}")
+    how = "whole frames"
+    if tiled:
+        how = f"in {tile}x{tile}-latent tiles" + (f" (auto: frames above {AUTO_TILE_AREA} latent pixels)" if auto_tile else "")
+    print(f"walt sample: decoding {h}x{w} latents streamed {chunk_frames} latent frame(s) at a time, {how}")
 
     import torch
 

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from walt.cascade.sr import SRConfig, super_resolve
 from walt.cascade.tiling import decode_video
 from walt.diffusion.schedule import DiffusionConfig, DiffusionSchedule
-from walt.pipeline import extension_lengths, generate
+from walt.pipeline import extension_lengths, generate, plan_length
 
 __all__ = ["CascadeStage", "CascadeOutput", "Cascade", "sample_cascade", "cascade_lengths", "check_chain",
            "stage_seeds", "resize_image"]
@@ -104,9 +104,11 @@ class CascadeOutput:
     lengths: list[int]  # video length after each chunk
 
 
-def cascade_lengths(num_frames: int, chunk: int = 17, overlap: int = 5, first: int | None = None) -> list[int]:
-    """Video length after each chunk: 17 -> 29 -> 41 ... (`walt.pipeline.extension_lengths`)."""
-    return extension_lengths(num_frames, chunk, overlap, first=first)
+def cascade_lengths(num_frames: int, chunk: int = 17, overlap: int = 5, first: int | None = None,
+                    round_up: bool = False) -> list[int]:
+    """Video length after each chunk: 17 -> 29 -> 41 ... (`walt.pipeline.extension_lengths`; with
+    round_up an unreachable length continues to the next reachable one, which the caller crops)."""
+    return extension_lengths(num_frames, chunk, overlap, first=first, round_up=round_up)
 
 
 def check_chain(stages: Sequence[CascadeStage]) -> None:
@@ -197,8 +199,10 @@ def sample_cascade(
         text, text_mask: (B, L, D) / (B, L) text tokens (None: no text); uncond_*: the empty
             prompt's tokens for classifier-free guidance.
         seeds: one int per sample (default 0..B-1).
-        num_frames: output length; default one chunk (17); longer goes through the autoregressive
-            extension at every stage (`cascade_lengths`: 17, 29, 41, ...).
+        num_frames: output length, any integer >= 1; default one chunk (17); longer goes through
+            the autoregressive extension at every stage (`cascade_lengths`: 17, 29, 41, ...). A
+            length in between is generated at the next of these (shorter: one chunk) and cropped
+            to exactly `num_frames` (`CascadeOutput.lengths` shows what was generated).
         image: (B, 3, H, W) in [-1, 1]: image-to-video; its encoding is the first latent frame
             of every stage (the stages need config.frame_conditioning).
         steps / guidance_scale / noise_levels: one value for all stages or one per stage
@@ -228,10 +232,9 @@ def sample_cascade(
         raise ValueError(f"the stages' latent channels do not match the autoencoder's {vae.config.latent_channels}")
     chunk = 1 + f_t * (T - 1)  # 17 pixel frames
     overlap = 1 + f_t * (context_latents - 1)  # 5 pixel frames re-encoded as context
-    num_frames = chunk if num_frames is None else int(num_frames)
-    if num_frames < chunk:
-        raise ValueError(f"num_frames={num_frames} is shorter than one chunk ({chunk} frames)")
-    lengths = cascade_lengths(num_frames, chunk, overlap)
+    num_frames = chunk if num_frames is None else num_frames
+    # Any length: generated at the next reachable one (17, 29, 41, ...; one chunk below 17), then cropped.
+    _, lengths = plan_length(num_frames, chunk, overlap, f_t, short_clips=False)
     n_chunks = len(lengths)
     if (n_chunks > 1 or image is not None) and not all(s.net.config.frame_conditioning for s in stages):
         raise ValueError("long videos and image-to-video need frame-conditioned stages (config.frame_conditioning)")

@@ -34,9 +34,13 @@ Choices (the paper is silent; all configurable):
     autoregressive extension) work at every stage, SR stages included. Self-conditioning on
     (p_sc = 0.9, as the paper's base models). No class labels.
   * The `-tiny` twins (CPU tests, `walt demo`-sized): width 64, 4 layers, 4 heads, latent c = 4
-    (the tiny autoencoder), text_dim = 384 (all-MiniLM-L6-v2 token states, the offline text
-    encoder), base latent (5, 8, 8) / (5, 8, 14), SR-1 (5, 16, 28) p = 2, SR-2 (5, 32, 56) p = 4:
-    64x112 -> 128x224 -> 256x448 pixels, every SR token grid 5x8x14 like the paper's equal grids.
+    (the tiny autoencoder, which has the same f_s = 8 and f_t = 4), text_dim = 384
+    (all-MiniLM-L6-v2 token states, the offline text encoder), and the paper's latent sizes,
+    patch sizes and windows: base (5, 16, 16) / (5, 16, 28) p = 1, SR-1 (5, 32, 56) p = 2, SR-2
+    (5, 64, 112) p = 4, i.e. 128x224 -> 256x448 -> 512x896 pixels, every 9:16 token grid 5x16x28
+    (2240 tokens). At width 64 a forward pass of any tiny stage takes well under a second on one
+    CPU core, so the whole 512x896 cascade runs on a CPU; smaller square chains (tests) override
+    `input_size` and the windows, and `walt train` fits `input_size` to the cache.
 """
 
 from __future__ import annotations
@@ -67,17 +71,16 @@ CASCADE_STAGES: dict[str, StageInfo] = {
     "t2v-base-9x16": StageInfo((128, 224), 1),
     "sr1": StageInfo((256, 448), 2),
     "sr2": StageInfo((512, 896), 2),
-    "t2v-base-tiny": StageInfo((64, 64), 1),
-    "t2v-base-9x16-tiny": StageInfo((64, 112), 1),
-    "sr1-tiny": StageInfo((128, 224), 2),
-    "sr2-tiny": StageInfo((256, 448), 2),
+    "t2v-base-tiny": StageInfo((128, 128), 1),
+    "t2v-base-9x16-tiny": StageInfo((128, 224), 1),
+    "sr1-tiny": StageInfo((256, 448), 2),
+    "sr2-tiny": StageInfo((512, 896), 2),
 }
 
 # Settings shared by every cascade stage (see the module docstring).
 _COMMON = dict(num_classes=0, frame_conditioning=True, self_conditioning=True)
 _WIDE_WINDOWS = dict(spatial_window=(1, 16, 28), spatiotemporal_window=(5, 8, 7))  # 5x16x28 grid
 _TINY = dict(hidden_size=64, depth=4, num_heads=4, in_channels=4, text_dim=MINILM_DIM)
-_TINY_WIDE_WINDOWS = dict(spatial_window=(1, 8, 14), spatiotemporal_window=(5, 4, 7))  # 5x8x14 grid
 
 
 @register_preset("t2v-base")
@@ -110,26 +113,26 @@ def _sr2() -> WALTConfig:
 
 @register_preset("t2v-base-tiny")
 def _t2v_base_tiny() -> WALTConfig:
-    """CPU twin of t2v-base: 64x64 pixels -> latent (5, 8, 8) with the tiny autoencoder (c = 4)."""
-    return WALTConfig(input_size=(5, 8, 8), spatial_window=(1, 8, 8), spatiotemporal_window=(5, 4, 4),
+    """CPU twin of t2v-base: 128x128 pixels -> latent (5, 16, 16) with the tiny autoencoder (c = 4)."""
+    return WALTConfig(input_size=(5, 16, 16), spatial_window=(1, 16, 16), spatiotemporal_window=(5, 8, 8),
                       cross_attention="spatial", **_TINY, **_COMMON)
 
 
 @register_preset("t2v-base-9x16-tiny")
 def _t2v_base_9x16_tiny() -> WALTConfig:
-    """CPU twin of t2v-base-9x16: 64x112 pixels -> latent (5, 8, 14); feeds sr1-tiny."""
-    return WALTConfig(input_size=(5, 8, 14), cross_attention="spatial", **_TINY_WIDE_WINDOWS, **_TINY, **_COMMON)
+    """CPU twin of t2v-base-9x16: 128x224 pixels -> latent (5, 16, 28); feeds sr1-tiny."""
+    return WALTConfig(input_size=(5, 16, 28), cross_attention="spatial", **_WIDE_WINDOWS, **_TINY, **_COMMON)
 
 
 @register_preset("sr1-tiny")
 def _sr1_tiny() -> WALTConfig:
-    """CPU twin of sr1: 128x224 pixels -> latent (5, 16, 28), p = 2 (token grid 5x8x14)."""
-    return WALTConfig(input_size=(5, 16, 28), patch_size=2, cross_attention="all", lowres_channels=4,
-                      **_TINY_WIDE_WINDOWS, **_TINY, **_COMMON)
+    """CPU twin of sr1: 256x448 pixels -> latent (5, 32, 56), p = 2 (token grid 5x16x28)."""
+    return WALTConfig(input_size=(5, 32, 56), patch_size=2, cross_attention="all", lowres_channels=4,
+                      **_WIDE_WINDOWS, **_TINY, **_COMMON)
 
 
 @register_preset("sr2-tiny")
 def _sr2_tiny() -> WALTConfig:
-    """CPU twin of sr2: 256x448 pixels -> latent (5, 32, 56), p = 4 (token grid 5x8x14)."""
-    return WALTConfig(input_size=(5, 32, 56), patch_size=4, cross_attention="all", lowres_channels=4,
-                      **_TINY_WIDE_WINDOWS, **_TINY, **_COMMON)
+    """CPU twin of sr2: 512x896 pixels -> latent (5, 64, 112), p = 4 (token grid 5x16x28)."""
+    return WALTConfig(input_size=(5, 64, 112), patch_size=4, cross_attention="all", lowres_channels=4,
+                      **_WIDE_WINDOWS, **_TINY, **_COMMON)

@@ -21,11 +21,12 @@ conditioning, with noise-conditioning augmentation: t_sr ~ U(0, t_max), fed thro
   `noise_level` (embedded like a timestep and added to the AdaLN conditioning vector, so it
   reaches every layer's AdaLN-LoRA modulation). Training draws s ~ U{0, ..., t_max}; sampling uses
   one fixed level (`SRConfig.sample_noise_level`, overridable per call / `--sr-noise-level`).
-  *Choices* (the paper states neither number): t_max = 250 (alpha_bar ~ 0.55) and a sampling level
+  *Choices* (the paper states neither number): t_max = 250 (alpha_bar = 0.52) and a sampling level
   of 50 (alpha_bar ~ 0.97 on the zero-terminal-SNR linear schedule).
 * Training pairs (`sr_loss`): hi-res latents z_hi and the latents z_lo of the same clips at half
-  the resolution, from the same autoencoder (two latent caches of one dataset encoded at the two
-  resolutions, see `walt.cascade.train_sr`); both normalised with their own cache's statistics.
+  the resolution, from the same autoencoder: the low-res clip is the high-res clip's pixels
+  downsampled (box filter) before encoding (`walt.cascade.pairs`, `walt encode --downsample-from`;
+  two latent caches, see `walt.cascade.train_sr`); both normalised with their own cache's statistics.
 """
 
 from __future__ import annotations

@@ -1,16 +1,25 @@
 """Training a super-resolution stage of the cascade (W.A.L.T §4 / SPEC §4) on two latent caches.
 
-    walt encode --data builtin --resolution 128x224 --out cache/hi --vae runs/vae [--text-encoder minilm]
-    walt encode --data builtin --resolution 64x112  --out cache/lo --vae runs/vae
+    walt encode --data builtin --resolution 256x448 --out cache/hi --vae runs/vae [--text-encoder minilm]
+    walt encode --data builtin --resolution 128x224 --downsample-from 256x448 --out cache/lo --vae runs/vae
     walt train --stage sr --preset sr1-tiny --cache cache/hi --lowres-cache cache/lo [--text] --out runs/sr1
 
-Training pairs: the SAME clips encoded at both resolutions by the SAME autoencoder (the caches are
-checked item by item: count, source indices, VAE hash, latent sizes differing by the SR factor).
-For the built-in dataset a clip rendered at half the resolution is the same scene (its geometry is
-resolution-independent, with analytic anti-aliasing); for video folders `walt encode` resizes each
-clip to the cache's resolution, i.e. a pixel-space downsample. Each cache's latents are normalised
-with its own statistics, and both statistics are stored with the stage (`lowres_latent_stats` is
-what `walt.cascade.sr.super_resolve` normalises the previous stage's output with).
+Training pairs (the issue: "pairs made by downsampling the same videos"): the SAME clips encoded
+at both resolutions by the SAME autoencoder, the low-res side made by downsampling the high-res
+clip's pixels (box filter by default) before encoding: `walt encode --downsample-from HxW`
+(`walt.cascade.pairs.Downsampled`), the documented recipe. The caches are checked item by item
+(count, source indices, captions, VAE hash, latent sizes differing by the SR factor, and, when the
+low-res cache records the size it was downsampled from, that it is the high-res cache's size).
+A low-res cache encoded without `--downsample-from` still pairs up: for the built-in dataset its
+clips are the same scenes re-rendered at the low resolution (geometry is resolution-independent,
+with analytic anti-aliasing), for video folders the same files resized. Each cache's latents are
+normalised with its own statistics, and both statistics are stored with the stage
+(`lowres_latent_stats` is what `walt.cascade.sr.super_resolve` normalises the previous stage's
+output with).
+
+Windows: unless `--set` gives them, the preset's windows are fitted to the cache's token grid
+(each side the largest divisor of the grid not above the preset's window, `fit_window`), so an
+sr preset trains on a square or smaller cache too.
 
 Loss: `walt.cascade.sr.sr_loss` = the denoiser loss (v-prediction, self-conditioning, frame
 prediction, text dropout) with the noise-augmented, upsampled low-res latent as conditioning,
@@ -41,7 +50,7 @@ from walt.config import config_to_dict
 from walt.diffusion.loss import DiffusionLossConfig
 from walt.diffusion.schedule import DiffusionConfig, DiffusionSchedule
 
-__all__ = ["SRTrainConfig", "SRTrainResult", "check_pair_caches", "train_sr_stage", "run_cli"]
+__all__ = ["SRTrainConfig", "SRTrainResult", "check_pair_caches", "fit_window", "train_sr_stage", "run_cli"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,19 @@ def check_pair_caches(hi, lo, scale: int = 2) -> None:
     if tuple(lo.latent_shape) != want or h % scale or w % scale:
         raise ValueError(f"low-res latents are {tuple(lo.latent_shape)} (c, t, h, w) but the high-res {tuple(hi.latent_shape)} "
                          f"need {want} for a {scale}x SR stage; encode the low-res cache at 1/{scale} the resolution")
+    # A low-res cache made by downsampling must come from the high-res clips' pixels, or from the same
+    # source as they do (box filters compose: 4x from 512 == 2x of the 2x-downsampled 256).
+    src = (lo.index.get("dataset") or {}).get("downsampled_from")
+    hi_ds = hi.index.get("dataset") or {}
+    hi_res = [hi_ds.get("height"), hi_ds.get("width")]
+    if src is not None and None not in hi_res and list(src) not in (hi_res, hi_ds.get("downsampled_from")):
+        raise ValueError(f"the low-res cache was downsampled from {src[0]}x{src[1]} clips but the high-res cache holds "
+                         f"{hi_res[0]}x{hi_res[1]} clips; encode it with --downsample-from {hi_res[0]}x{hi_res[1]}")
+
+
+def fit_window(window: tuple[int, int, int], grid: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Each side: the largest divisor of the token grid's side that is <= the window's (5x8x7 on 5x8x8 -> 5x8x4)."""
+    return tuple(max(d for d in range(1, min(wd, g) + 1) if g % d == 0) for wd, g in zip(window, grid))
 
 
 def train_sr_stage(
@@ -172,7 +194,7 @@ def train_sr_stage(
             opt.step()
             sched.step()
             ema.update(net)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 window = losses[-cfg.log_every:]
@@ -230,6 +252,12 @@ def run_cli(args: argparse.Namespace) -> int:
            "text_dim": text.dim if text is not None else 0}
     # The cache sizes and the --set values are applied together (a window may only fit the new size).
     merged = {**config_to_dict(net_cfg), **{k: v for k, v in fit.items() if k not in model_sets}, **model_sets}
+    p = int(merged.get("patch_size", 1))
+    if merged["input_size"][1] % p == 0 and merged["input_size"][2] % p == 0:
+        grid = (int(merged["input_size"][0]), int(merged["input_size"][1]) // p, int(merged["input_size"][2]) // p)
+        for key in ("spatial_window", "spatiotemporal_window"):
+            if key not in model_sets:
+                merged[key] = fit_window(tuple(merged[key]), grid)
     with C.user_errors("the caches / --set values do not fit the preset: "):
         net_cfg = config_from_dict(type(net_cfg), {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()})
     with C.user_errors():

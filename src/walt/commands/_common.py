@@ -280,6 +280,26 @@ def latent_stats_from(extra: dict[str, Any], where: str):
 # ----------------------------------------------------------------------------- datasets
 
 
+def add_clip_sampling_args(p) -> None:
+    """`--frame-stride N` | `--fps F`: how a clip's frames are picked from a real video (exclusive)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--frame-stride", type=int, default=None, metavar="N",
+                   help="real videos: a clip takes every N-th source frame (default 1: consecutive frames)")
+    g.add_argument("--fps", type=float, default=None, metavar="F",
+                   help="real videos: resample clips to F frames per second (nearest source frame), whatever "
+                        "each file's own rate; instead of --frame-stride")
+
+
+def check_clip_sampling(frame_stride: int | None, fps: float | None) -> None:
+    """UserError unless frame_stride is an integer >= 1, fps a finite number > 0, and not both are given."""
+    if frame_stride is not None and fps is not None:
+        raise UserError("--frame-stride and --fps both pick the clip's frames; give one of them")
+    if frame_stride is not None:
+        positive_int(frame_stride, "--frame-stride")
+    if fps is not None:
+        finite_float(fps, "--fps", 0.0, strict=True)
+
+
 def _is_ucf101_root(p: Path) -> bool:
     return (p / "UCF-101").is_dir() or (p / "ucfTrainTestlist").is_dir() or (p / "classInd.txt").is_file()
 
@@ -293,6 +313,9 @@ def dataset_from_arg(
     temporal_factor: int = 4,
     sampling: str = "deterministic",
     flag: str = "--data",
+    frame_stride: int | None = None,
+    fps: float | None = None,
+    split: str = "train",
 ):
     """'builtin' -> SyntheticVideos; PATH -> UCF101 / VideoFolder (folder or .csv) / ImageFolder.
 
@@ -300,20 +323,26 @@ def dataset_from_arg(
     root; a `.csv` file is a video list; a folder with video files is a VideoFolder; with
     `frames == 1`, a folder of images (and no videos) is an ImageFolder. `num_samples` caps a real
     dataset (first N files) and sizes the built-in one. Every file is probed up front, so an empty
-    or unreadable dataset is a UserError before any work.
+    or unreadable dataset is a UserError before any work. `frame_stride` / `fps` (the flags of
+    `add_clip_sampling_args`) pick a real video's clip frames: every N-th source frame, or the
+    nearest source frame to each tick of a target frame rate (`walt.data.folders`).
     """
     import warnings
 
     from walt.data import IMAGE_EXTENSIONS, UCF101, VIDEO_EXTENSIONS, ImageFolder, SyntheticVideos, VideoFolder
 
+    check_clip_sampling(frame_stride, fps)
     if data == "builtin":
+        if frame_stride is not None or fps is not None:
+            raise UserError(f"{'--frame-stride' if frame_stride is not None else '--fps'} picks frames of real videos; "
+                            f"the built-in dataset renders every frame: drop it or give {flag} PATH")
         with user_errors(f"{flag} builtin: "):
             return SyntheticVideos(num_samples or 1024, num_frames=frames, resolution=resolution, seed=seed)
     p = Path(data).expanduser()
     if not p.exists():
         raise UserError(f"{flag} {p} does not exist; give {VIDEO_FILE_HINT}")
     common = dict(num_frames=frames, resolution=resolution, temporal_factor=temporal_factor,
-                  sampling=sampling, seed=seed)
+                  sampling=sampling, seed=seed, frame_stride=frame_stride, fps=fps)
     with user_errors(f"{flag} {p}: "), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # skipped files are summarised below
         if p.is_file():
@@ -321,13 +350,15 @@ def dataset_from_arg(
                 raise UserError(f"{flag} {p} is a file but not a .csv list; give {VIDEO_FILE_HINT}")
             ds = VideoFolder(p, **common)
         elif _is_ucf101_root(p):
-            ds = UCF101(p, split="train", **common)
+            ds = UCF101(p, split=split, **common)  # `split`: which official list (FVD real_split)
         else:
             has_video = any(q.suffix.lower() in VIDEO_EXTENSIONS for q in p.rglob("*") if q.is_file())
             has_image = any(q.suffix.lower() in IMAGE_EXTENSIONS for q in p.rglob("*") if q.is_file())
             if not has_video and has_image:
                 if frames != 1:
                     raise UserError(f"{flag} {p} holds images, not videos; use --frames 1 to encode images")
+                if frame_stride is not None or fps is not None:
+                    raise UserError(f"{flag} {p} holds images: --frame-stride / --fps apply to videos; drop them")
                 ds = ImageFolder(p, resolution=resolution)
             elif not has_video:
                 raise UserError(f"{flag} {p} holds no video files ({', '.join(VIDEO_EXTENSIONS)}); give {VIDEO_FILE_HINT}")
@@ -339,7 +370,8 @@ def dataset_from_arg(
         from torch.utils.data import Subset
 
         sub = Subset(ds, range(num_samples))
-        sub.class_names = getattr(ds, "class_names", None)  # keep what encode_dataset describes
+        for key in ("class_names", "frame_stride", "fps"):  # keep what encode_dataset describes
+            setattr(sub, key, getattr(ds, key, None))
         return sub
     return ds
 
@@ -351,3 +383,40 @@ def describe_dataset(ds) -> str:
         name = f"{type(base).__name__} (first {len(ds)})"
     return f"{name}, {len(ds)} clips"
 
+
+
+# ----------------------------------------------------------------------------- sizes (cascade / long videos)
+
+
+def output_frames(frames: Any, default: int, flag: str = "--frames") -> int:
+    """The wanted output length: any integer >= 1 (None -> `default`).
+
+    Long-video sampling reaches any length by generating the next reachable one and cropping
+    (`walt.pipeline.plan_length`), so only non-positive values are refused.
+    """
+    if frames is None:
+        return int(default)
+    if isinstance(frames, bool) or int(frames) != frames or frames < 1:
+        raise UserError(f"{flag} {frames} must be an integer >= 1 (the number of frames to write)")
+    return int(frames)
+
+
+def parse_resolution(text: Any, spatial_factor: int, flag: str = "--resolution") -> tuple[int, int]:
+    """'128' -> (128, 128), '128x224' (HxW, also 'HXW' / 'H,W') -> (128, 224); both multiples of the
+    autoencoder's spatial factor (UserError naming the flag otherwise)."""
+    s = str(text).strip().lower().replace(",", "x").replace("*", "x")
+    parts = [p.strip() for p in s.split("x")]
+    try:
+        hw = [int(p) for p in parts]
+    except ValueError:
+        hw = []
+    if len(hw) == 1:
+        hw = hw * 2
+    if len(hw) != 2:
+        raise UserError(f"{flag} {text} is not a size; give SIZE (square) or HxW in pixels, e.g. 128 or 128x224")
+    for v in hw:
+        if v < spatial_factor or v % spatial_factor:
+            lo = max(spatial_factor, v // spatial_factor * spatial_factor)
+            raise UserError(f"{flag} {text}: {v} must be a positive multiple of the autoencoder's spatial factor "
+                            f"{spatial_factor}; use e.g. {lo}")
+    return hw[0], hw[1]

@@ -1,14 +1,15 @@
 """`walt bench`: measure everything on this device in one run -> OUT/bench.json + OUT/bench.md (issue #5).
 
-    walt bench                                  # CPU: --size cpu (reduced sizes, a few minutes on 2 cores)
+    walt bench                                  # CPU: --size cpu (reduced sizes; ~10 min on an idle 2-core CPU)
     walt bench --device cuda                    # GPU: --size paper (ucf101 VAE, W.A.L.T-L)
     walt bench --only ae,samplers --out outputs/bench_ae
 
-Sections: ae (autoencoder encode/decode frames/s, peak memory), denoiser (training tokens/s,
+Sections: ae (autoencoder encode/decode frames/s, peak memory, streaming decode memory), denoiser (training tokens/s,
 window vs full attention, MFU), samplers (seconds per clip for ddim / dpmpp / ddpm at several step
 counts), peers (diffusers' AutoencoderKLCogVideoX and LatteTransformer3DModel at matched sizes, as
 ratios; needs `pip install 'walt[peers]'`). FLOP utilisation is against the matmul peak measured
-at the start of the run.
+at the start of the run. `scripts/benchmarks.sh` runs this and the cascade benchmark
+(`python -m walt.bench.cascade`) in one command and writes a fragment for BENCHMARKS.md.
 """
 
 from __future__ import annotations

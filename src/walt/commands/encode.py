@@ -3,6 +3,14 @@
     walt encode --vae runs/vae --data builtin --out cache/videos --frames 17 --resolution 64 --num-samples 2048
     walt encode --vae runs/vae --data builtin --frames 1 --out cache/images    # image latents (joint training)
     walt encode --vae runs/vae --data builtin --out cache/t2v --text-encoder minilm  # + caption features (text-to-video)
+    walt encode --vae runs/vae --data builtin --out cache/sr1 --resolution 256x448 --text-encoder minilm   # HxW
+    walt encode --vae runs/vae --data builtin --out cache/base --resolution 128x224 --downsample-from 256x448
+
+Super-resolution pairs (`walt train --stage sr`, W.A.L.T §4): encode the high-res cache at HxW and
+the low-res cache of the SAME clips with `--downsample-from HxW` (the recommended way): each clip
+is loaded at the high resolution and its pixels are downsampled (`--downsample-mode`, default
+area = box filter) before encoding, so the pair's low-res side is the high-res clip downsampled
+(`walt.cascade.pairs`). Without it the built-in clips are re-rendered at the low resolution.
 
 The transformer trains on the cache (`walt train --cache ...`), never on pixels. Re-running the
 same command after an interruption skips every finished shard; a cache folder made by another
@@ -21,7 +29,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="'builtin' or a video folder / .csv / UCF-101 root (images with --frames 1)")
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k; 1 = images (default 17)")
-    p.add_argument("--resolution", type=int, default=128, help="square clip size in pixels (default 128)")
+    p.add_argument("--resolution", default="128", metavar="SIZE|HxW",
+                   help="clip size in pixels: SIZE (square) or HxW, e.g. 128x224 (default 128)")
+    p.add_argument("--downsample-from", default=None, metavar="SIZE|HxW",
+                   help="load each clip at this larger size and downsample its pixels to --resolution before "
+                        "encoding: the low-res side of super-resolution pairs (same clips as the HxW cache)")
+    p.add_argument("--downsample-mode", default="area", choices=["area", "bilinear"],
+                   help="filter of --downsample-from: area (box filter, default) or antialiased bilinear")
     p.add_argument("--num-samples", type=int, default=None,
                    help="clips to encode: built-in dataset size (default 1024) / first N files of a folder (default all)")
     p.add_argument("--shard-size", type=int, default=256, help="clips per shard file, the unit of resumption")
@@ -36,6 +50,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="also cache caption features for text-to-video: minilm (offline all-MiniLM-L6-v2) or "
                         "t5:PATH (a local T5 folder); stored in OUT/text/")
     p.add_argument("--text-max-length", type=int, default=None, help="tokens per caption (default: the encoder's)")
+    from walt.commands._common import add_clip_sampling_args
+
+    add_clip_sampling_args(p)  # --frame-stride N | --fps F (frames of real videos)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -62,6 +79,10 @@ def _check_existing_cache(out, vae_hash: str, num_samples: int, args) -> None:
         if old.get(key) != now:
             raise UserError(f"--out {out} was started with {key}={old.get(key)!r}, now {now!r}; "
                             "use the same settings to resume, or another --out")
+    for key in ("frame_stride", "fps"):  # clip sampling of real videos, recorded in plan["dataset"]
+        if (old.get("dataset") or {}).get(key) != getattr(args, key):
+            raise UserError(f"--out {out} was started with --{key.replace('_', '-')} {(old.get('dataset') or {}).get(key)}, "
+                            f"now {getattr(args, key)}; use the same settings to resume, or another --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
     vae, _, vae_path = C.load_vae(args.vae, device)
     cfg = vae.config
     C.check_frames(args.frames, cfg.temporal_factor)
-    C.check_resolution(args.resolution, cfg.spatial_factor)
+    res = C.parse_resolution(args.resolution, cfg.spatial_factor)
+    src = C.parse_resolution(args.downsample_from, cfg.spatial_factor, "--downsample-from") if args.downsample_from else None
+    if src is not None and (src[0] < res[0] or src[1] < res[1]):
+        raise UserError(f"--downsample-from {args.downsample_from} must be at least --resolution {args.resolution} "
+                        "in both height and width (it is the high-res size the clips are downsampled from)")
     if args.chunk_frames is not None:
         cf = C.positive_int(args.chunk_frames, "--chunk-frames")
         if cf % cfg.temporal_factor:
@@ -92,8 +117,15 @@ def run(args: argparse.Namespace) -> int:
     from walt.data.latent_cache import encode_dataset, vae_fingerprint
 
     # ---- 3. data; the existing cache (if any) must be resumable ----
-    ds = C.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
-                            cfg.temporal_factor)
+    ds = C.dataset_from_arg(args.data, args.frames, src or res, args.num_samples, args.seed,
+                            cfg.temporal_factor, frame_stride=args.frame_stride, fps=args.fps)
+    description = None
+    if src is not None:
+        from walt.cascade.pairs import Downsampled
+
+        with C.user_errors("--downsample-from: "):
+            ds = Downsampled(ds, res, args.downsample_mode, source_resolution=src)
+        description = ds.describe()
     _check_existing_cache(out, vae_fingerprint(vae), len(ds), args)
     text_encoder = _build_text_encoder(args, out, device) if args.text_encoder is not None else None
 
@@ -101,13 +133,14 @@ def run(args: argparse.Namespace) -> int:
     existed = out.is_dir()
     C.writable_dir(out)
     lat = (cfg.latent_channels, 1 + (args.frames - 1) // cfg.temporal_factor,
-           args.resolution // cfg.spatial_factor, args.resolution // cfg.spatial_factor)
-    print(f"walt encode: {C.describe_dataset(ds)} of {args.frames}x{args.resolution}x{args.resolution} "
+           res[0] // cfg.spatial_factor, res[1] // cfg.spatial_factor)
+    how = f" ({args.downsample_mode}-downsampled from {src[0]}x{src[1]})" if src is not None else ""
+    print(f"walt encode: {C.describe_dataset(ds)} of {args.frames}x{res[0]}x{res[1]}{how} "
           f"-> latents {lat} (c, t, h, w) with {vae_path}, device {device}, into {out}")
     with C.cleanup_if_empty(out, existed):
         info = encode_dataset(vae, ds, out, shard_size=args.shard_size, batch_size=args.batch_size,
                               chunk_frames=args.chunk_frames, device=device, progress=not args.no_progress,
-                              latent_dtype=args.dtype, num_workers=args.workers)
+                              latent_dtype=args.dtype, num_workers=args.workers, description=description)
     idx = info.index
     resumed = f", {len(info.skipped_shards)} already done" if info.skipped_shards else ""
     print(f"walt encode: {idx['num_samples']} latents in {idx['num_shards']} shard(s) "

@@ -16,8 +16,11 @@ like the real set's) or reads two folders of videos, and compares I3D statistics
 Writes `recon.json` + `recon.md` or `fvd.json` + `fvd.md` into --out: every number next to its
 protocol (name and hash), the I3D weights hash, the sample counts and the seeds. The `smoke`
 protocol (64 clips) is a CPU plumbing check; published numbers use `magvit_ucf101` (10K samples,
-4 repeats) or `stylegan_v` (2048) and need a GPU. `--num-real/--num-fake/--repeats` override the
-protocol (the hash changes and the report marks it with `*`).
+4 repeats) or `stylegan_v` (2048) and need a GPU. `--num-real/--num-fake/--repeats/--frame-stride/
+--real-split` override the protocol (the hash changes and the report marks it with `*`). The real
+clips are read as the protocol pins them: its real split of a UCF-101 root and its frame stride.
+The I3D weights must be the pinned reference conversion; `--allow-unverified-i3d` scores with
+another `--i3d-weights` file, and the report then says it is not the reference network.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--i3d-weights", default=None,
                    help="Kinetics-400 I3D weights (i3d-kinetics-400.ckpt or its converted .safetensors); "
                         "default: found or downloaded as walt.eval.i3d.load_i3d does")
+    p.add_argument("--allow-unverified-i3d", action="store_true",
+                   help="score with an --i3d-weights .safetensors whose sha256 is not the pinned reference "
+                        "conversion (results are marked: not the reference I3D)")
     p.add_argument("--batch-size", type=int, default=4, help="clips per network call (default 4)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -67,6 +73,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     f.add_argument("--num-real", type=int, default=None, help="override the protocol's real clip count")
     f.add_argument("--num-fake", type=int, default=None, help="override the protocol's generated clips per repeat")
     f.add_argument("--repeats", type=int, default=None, help="override the protocol's number of repeats")
+    f.add_argument("--frame-stride", type=int, default=None,
+                   help="override the protocol's stride of real clips in source frames (presets: 1 = consecutive)")
+    f.add_argument("--real-split", default=None, choices=["train", "test", "all"],
+                   help="override the protocol's real split of a UCF-101 root (presets: train)")
     f.add_argument("--stats-cache", default=None, help="real-statistics cache folder (default ~/.cache/walt/fvd_stats)")
     f.add_argument("--no-stats-cache", action="store_true", help="neither read nor write cached real statistics")
     f.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm", "dpmpp"], help="default ddim (paper)")
@@ -91,19 +101,36 @@ def _protocol(name: str, **overrides):
         return fvd_protocol(name, **overrides)
 
 
-def _load_i3d(path, device):
+def _load_i3d(path, device, allow_unverified: bool = False):
     """The FVD network, or a one-line UserError saying how to provide it."""
     from walt.cli import UserError
     from walt.commands import _common as C
     from walt.eval import fvd_eval
     from walt.eval.i3d_weights import I3DWeightsError
 
+    if allow_unverified and path is None:
+        raise UserError("--allow-unverified-i3d applies to a file given with --i3d-weights PATH")
+    # Only pass the flag when set, so a stand-in `load_fvd_i3d(path, device)` keeps working.
+    extra = {"allow_unverified": True} if allow_unverified else {}
     try:
         with C.user_errors("--i3d-weights: "):
-            return fvd_eval.load_fvd_i3d(path, device=device)
+            return fvd_eval.load_fvd_i3d(path, device=device, **extra)
     except I3DWeightsError as e:
         raise UserError(f"cannot load the Kinetics-400 I3D for FVD ({C.first_line(e)}); pass --i3d-weights PATH"
                         ) from None
+
+
+def _real_data(args, proto, frames, resolution, n, seed, temporal_factor):
+    """The real clips, read as the FVD protocol pins them (its real split and frame stride)."""
+    from walt.commands import _common as C
+    from walt.eval.fvd_stats import check_real_dataset
+
+    stride = proto.frame_stride if proto.frame_stride != 1 else None  # None: consecutive (builtin accepts it)
+    ds = C.dataset_from_arg(args.data, frames, resolution, n, seed, temporal_factor, sampling="deterministic",
+                            frame_stride=stride, split=proto.real_split)
+    with C.user_errors(f"--data {args.data}: "):
+        check_real_dataset(ds, proto)
+    return ds
 
 
 def _finish(out, stem, result, markdown, summary):
@@ -154,13 +181,16 @@ def _run_recon(args) -> int:
             raise UserError(f"--chunk-frames {cf} must be a multiple of the temporal factor {cfg.temporal_factor}")
 
     # ---- 3. data, then the I3D ----
-    ds = C.dataset_from_arg(args.data, args.frames, args.resolution, n, args.seed, cfg.temporal_factor,
-                            sampling="deterministic")
+    if proto is not None:  # rFVD: the clips are read as the protocol says (split, frame stride)
+        ds = _real_data(args, proto, args.frames, args.resolution, n, args.seed, cfg.temporal_factor)
+    else:
+        ds = C.dataset_from_arg(args.data, args.frames, args.resolution, n, args.seed, cfg.temporal_factor,
+                                sampling="deterministic")
     if len(ds) < n:
         need = f" (rFVD protocol {proto.name!r} needs {proto.num_fake})" if proto is not None else ""
         raise UserError(f"--data {args.data} has {len(ds)} usable clip(s) but {n} are needed{need}; "
                         f"add clips or lower --num-samples" + (" / --fvd-clips" if proto is not None else ""))
-    i3d = _load_i3d(args.i3d_weights, device) if proto is not None else None
+    i3d = _load_i3d(args.i3d_weights, device, args.allow_unverified_i3d) if proto is not None else None
 
     # ---- 4. output folder, last ----
     existed = out.is_dir()
@@ -246,7 +276,10 @@ def _run_fvd(args) -> int:
         missing = [f for f, v in (("--ckpt", args.ckpt), ("--vae", args.vae), ("--data", args.data)) if v is None]
         raise UserError(f"model FVD needs --ckpt, --vae and --data (missing {', '.join(missing)}); "
                         "or give --real DIR --fake DIR")
-    proto = _protocol(args.protocol, num_real=args.num_real, num_fake=args.num_fake, num_repeats=args.repeats)
+    if args.frame_stride is not None:
+        C.positive_int(args.frame_stride, "--frame-stride")
+    proto = _protocol(args.protocol, num_real=args.num_real, num_fake=args.num_fake, num_repeats=args.repeats,
+                      frame_stride=args.frame_stride, real_split=args.real_split)
     device = C.pick_device(args.device)
     out = C.check_out_not_file(args.out)
     cache = None
@@ -260,12 +293,16 @@ def _run_fvd(args) -> int:
         # ---- 2. the two folders (probed now: counts are checked before any work) ----
         from pathlib import Path
 
+        if proto.real_split != "train":
+            raise UserError(f"protocol real_split {proto.real_split!r} needs a dataset with splits (--data UCF-101 "
+                            "root); a --real folder has none: drop --real-split")
         clips = {}
         for flag, path in (("--real", args.real), ("--fake", args.fake)):
             if not Path(path).expanduser().is_dir():
                 raise UserError(f"{flag} {path} is not a folder; give a folder of videos")
-            with C.user_errors(f"{flag} "):
-                clips[flag] = fvd_eval.FolderClips(path, proto.num_frames)
+            with C.user_errors(f"{flag} "):  # the protocol's frame stride applies to the real videos
+                stride = proto.frame_stride if flag == "--real" else 1
+                clips[flag] = fvd_eval.FolderClips(path, proto.num_frames, stride)
         n_real = proto.num_real if proto.num_real is not None else len(clips["--real"])
         if len(clips["--real"]) < max(n_real, 2):
             raise UserError(f"protocol {proto.name!r} needs {max(n_real, 2)} real videos of >= {proto.num_frames} "
@@ -274,7 +311,7 @@ def _run_fvd(args) -> int:
             raise UserError(f"protocol {proto.name!r} needs {n_need_fake} generated videos ({proto.num_fake} x "
                             f"{proto.num_repeats} repeat(s)) of >= {proto.num_frames} frames; --fake {args.fake} has "
                             f"{len(clips['--fake'])}: add videos or lower --num-fake / --repeats")
-        i3d = _load_i3d(args.i3d_weights, device)
+        i3d = _load_i3d(args.i3d_weights, device, args.allow_unverified_i3d)
         existed = out.is_dir()
         C.writable_dir(out)
         print(f"walt eval fvd: {args.real} ({len(clips['--real'])} videos) vs {args.fake} ({len(clips['--fake'])}), "
@@ -311,13 +348,13 @@ def _run_fvd(args) -> int:
 
     # ---- 3. real data (same clip shape as the samples), labels, the I3D ----
     res_arg = H if H == W else (H, W)
-    ds = C.dataset_from_arg(args.data, frames, res_arg, proto.num_real, args.data_seed, f_t, sampling="deterministic")
+    ds = _real_data(args, proto, frames, res_arg, proto.num_real, args.data_seed, f_t)
     n_real = proto.num_real if proto.num_real is not None else len(ds)
     if len(ds) < max(n_real, 2):
         raise UserError(f"protocol {proto.name!r} needs {max(n_real, 2)} real clips; --data {args.data} has {len(ds)}: "
                         "add clips or lower --num-real")
     pool, label_source = _label_pool(ds, n_real, cfg.num_classes, args.data)
-    i3d = _load_i3d(args.i3d_weights, device)
+    i3d = _load_i3d(args.i3d_weights, device, args.allow_unverified_i3d)
 
     # ---- 4. output folder, last ----
     existed = out.is_dir()

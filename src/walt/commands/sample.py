@@ -12,7 +12,8 @@ frame prediction (`--context-video FILE`: its first frame (`--context-frames 1`,
 or first 5 frames (`--context-frames 2`, video prediction) are resized + centre-cropped to the
 model's resolution, encoded, and condition the sample, which keeps them), and long videos
 (`--frames` beyond one chunk: `walt.pipeline.extend_video` re-encodes the last 5 frames as the
-context of the next chunk), and text-to-video (`--prompt TEXT`, repeatable, for a model trained
+context of the next chunk; any N >= 1 works: a length the chunks do not reach exactly is generated
+at the next reachable one and cropped, with a note), and text-to-video (`--prompt TEXT`, repeatable, for a model trained
 with `walt train --text`: the prompt is encoded by the model's text encoder, rebuilt from the spec
 stored in the checkpoint (or `--text-encoder`) and checked by its weights hash; `--guidance-scale`
 > 1 applies classifier-free guidance against the no-text branch). Sample i uses seed i of `--seeds` (default `--seed`, `--seed`+1, ...),
@@ -58,7 +59,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-frames", type=int, default=1, choices=[1, 2],
                    help="latent frames of context: 1 = first frame (image-to-video), 2 = first 5 frames")
     p.add_argument("--frames", type=int, default=None,
-                   help="output length; default one chunk (17 for 5 latent frames); longer = autoregressive extension")
+                   help="output length, any N >= 1; default one chunk (17 for 5 latent frames); longer = autoregressive "
+                        "extension (17 -> 29 -> 41 ...); other lengths are generated at the next reachable one and cropped")
     p.add_argument("--fps", type=float, default=None, help="frame rate of the written videos (default: the model's, else 8)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF per video")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fps is not None:
         C.finite_float(args.fps, "--fps", 0.0, strict=True)
     if args.frames is not None:
-        C.positive_int(args.frames, "--frames")
+        C.output_frames(args.frames, 1)
     if args.seed < 0 or (seeds_arg and min(seeds_arg) < 0):
         raise UserError("seeds must be >= 0")
     device = C.pick_device(args.device)
@@ -280,9 +282,12 @@ def run(args: argparse.Namespace) -> int:
     T, h, w = cfg.input_size
     H, W = h * f_s, w * f_s
     chunk = 1 + f_t * (T - 1)  # pixel frames of one generated chunk (17 for 5 latent frames)
-    frames = args.frames if args.frames is not None else chunk
-    C.check_frames(frames, f_t)
+    frames = C.output_frames(args.frames, chunk)
     extend = frames > chunk or args.context_video is not None
+    from walt.pipeline import plan_length
+
+    # Any length: generate the next reachable one (1 + 4k below a chunk, 17 + 12k above) and crop.
+    gen_frames, _ = plan_length(frames, chunk, 1 + f_t, f_t, short_clips=not extend)
     if extend:
         if not cfg.frame_conditioning:
             what = "--context-video" if args.context_video is not None else f"--frames {frames} (> one chunk of {chunk})"
@@ -293,13 +298,17 @@ def run(args: argparse.Namespace) -> int:
         from walt.pipeline import extension_lengths
 
         with C.user_errors("--frames: "):
-            lengths = extension_lengths(frames, chunk, overlap=1 + f_t)
+            lengths = extension_lengths(frames, chunk, overlap=1 + f_t, round_up=True)
     else:
-        lengths = [frames]
+        lengths = [gen_frames]
         import torch
 
         with C.user_errors(f"--frames {frames}: "):  # shorter than a chunk: the windows must still fit
-            net._check_inputs(torch.zeros(1, cfg.in_channels, 1 + (frames - 1) // f_t, h, w), torch.zeros(1))
+            net._check_inputs(torch.zeros(1, cfg.in_channels, 1 + (gen_frames - 1) // f_t, h, w), torch.zeros(1))
+    if gen_frames != frames:
+        print(f"walt sample: --frames {frames} is not a length the model generates "
+              f"({'1 + %dk' % f_t if not extend else '%d + %dk' % (chunk, chunk - 1 - f_t)} frames); "
+              f"generating {gen_frames} and keeping the first {frames}")
     context = None
     if args.context_video is not None:
         context = _read_context(args.context_video, 1 + f_t * (args.context_frames - 1), (H, W))
@@ -331,11 +340,11 @@ def run(args: argparse.Namespace) -> int:
                 common.update(_text_kwargs(text_encoder, prompts[lo:lo + batch], args.guidance_scale, device))
             if extend:
                 start = None if context is None else context[None].expand(b, -1, -1, -1, -1).to(device)
-                video = extend_video(vae, net, schedule, start, frames, **common)  # (b, 3, frames, H, W)
+                video = extend_video(vae, net, schedule, start, frames, round_up=True, **common)  # (b, 3, frames, H, W)
             else:
-                t_lat = 1 + (frames - 1) // f_t
+                t_lat = 1 + (gen_frames - 1) // f_t
                 z = generate(net, schedule, (b, cfg.in_channels, t_lat, h, w), **common)  # (b, c, t, h, w)
-                video = vae.decode(z).clamp(-1, 1)  # (b, 3, frames, H, W)
+                video = vae.decode(z).clamp(-1, 1)[:, :, :frames]  # (b, 3, frames, H, W)
             videos.append(video.float().cpu())
             print(f"walt sample: {min(lo + batch, n)}/{n} videos sampled", flush=True)
         videos = torch.cat(videos)  # (N, 3, frames, H, W)

@@ -60,11 +60,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--full-factorial", action="store_true",
                    help="every combination of the axes instead of one factor at a time around f_t=4, f_s=8, c=8, causal")
     a = sub.add_parser("ablation", help="the paper's Table 3 knobs at small scale, each against the default",
-                       description="Self-conditioning, zero terminal SNR, window vs full attention, AdaLN-LoRA rank, "
+                       description="Self-conditioning, zero terminal SNR, window size and full attention, AdaLN-LoRA rank, "
                                    "latent normalisation: each against the default, same latents and budget.")
     _common_args(a)
     a.add_argument("--variants", default=None, help="comma-separated subset of: default, no_self_cond, no_zero_snr, "
-                                                    "full_attention, adaln_lora_0, no_latent_norm (default all)")
+                                                    "window_small, full_attention, adaln_lora_0, no_latent_norm "
+                                                    "(default all)")
     a.add_argument("--vae", default=None, help="autoencoder checkpoint to share (default: train the default design)")
 
 

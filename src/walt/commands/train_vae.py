@@ -2,12 +2,18 @@
 
     walt train-vae --data builtin --preset tiny --out runs/vae --steps 2000 --frames 17 --resolution 64
     walt train-vae --data /data/UCF-101 --preset ucf101 --set latent_channels=16 --out runs/vae16 --resume
+    torchrun --nproc_per_node=8 -m walt train-vae --data /data/UCF-101 --preset ucf101 --out runs/vae \
+        --parallel ddp --batch-size 256 --grad-accum 4 --grad-checkpointing --sample-every 1000
 
 `--set key=value` overrides the autoencoder config (`CausalVAEConfig` fields); `--set train.key=value`
-overrides the training config (`VAETrainConfig`, nested: `train.loss.kl_weight=1e-5`). Writes
-`RUN_DIR/checkpoints/` (resumable), `log.csv`, and the final `vae.safetensors` / `vae_ema.safetensors`
-(the EMA one is what `walt encode` picks from a run folder), each with the per-channel latent
-statistics measured on `--stats-batches` batches.
+overrides the training config (`VAETrainConfig`, nested: `train.loss.kl_weight=1e-5`). `--batch-size`
+is the global batch, split over the torchrun processes and then `--grad-accum` micro-batches.
+Under torchrun every rank runs this same command; `walt.train.distributed` joins the process group
+and only rank 0 prints and writes. Writes `RUN_DIR/checkpoints/` (resumable with --resume;
+SIGTERM / Ctrl-C save a checkpoint first), `log.csv` (+ `tb/` when TensorBoard is installed),
+`samples/step_*.png` (held-out clips vs reconstructions, `--sample-every`), and the final
+`vae.safetensors` / `vae_ema.safetensors` (the EMA one is what `walt encode` picks from a run folder),
+each with the per-channel latent statistics measured on `--stats-batches` batches.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field: KEY for the autoencoder, train.KEY for training (repeatable)")
     p.add_argument("--steps", type=int, default=10_000, help="optimizer steps (default 10000)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per step (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="global clips per step (default 8; MAGVIT-v2: 256)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (gradient accumulation)")
     p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k (default 17)")
     p.add_argument("--resolution", type=int, default=128, help="square clip size in pixels (default 128)")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4, MAGVIT-v2)")
@@ -33,68 +40,97 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="adversarial loss discriminator size; auto = tiny for the tiny preset, else default")
     p.add_argument("--num-samples", type=int, default=None,
                    help="dataset size: clips of the built-in dataset (default 1024) / first N files of a folder")
+    from walt.commands._common import add_clip_sampling_args
+
+    add_clip_sampling_args(p)  # --frame-stride N | --fps F (frames of real videos)
+    p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"],
+                   help="data parallelism under torchrun: ddp (fsdp is refused: the autoencoder's weights fit one "
+                        "device, its memory is activations)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the autoencoder")
+    p.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing (less memory, slower)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--fp32", action="store_true", help="force fp32 even on CUDA")
+    p.add_argument("--sample-every", type=int, default=0,
+                   help="every N steps write samples/step_N.png: held-out clips vs EMA reconstructions (0: never)")
+    p.add_argument("--sample-clips", type=int, default=4, help="held-out clips in each sample PNG (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--stats-batches", type=int, default=8,
                    help="batches for the latent mean/std stored with the final weights (0: skip)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward passes")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (under torchrun: cuda:LOCAL_RANK when available)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def make_batch_fn(dataset, batch_size: int, seed: int):
-    """`step -> (B, 3, T, H, W)`, a deterministic function of the step (what `train_vae` needs to resume exactly).
+def split_holdout(ds, data_arg: str, clips: int, frames: int, resolution: int, seed: int):
+    """(training dataset, (clips, 3, T, H, W) held-out clips) for the reconstruction samples.
 
-    Global sample position p = step * B + j walks a seeded permutation of the dataset per epoch
-    (epoch = p // N); folder datasets draw their clip start from (seed, index, epoch).
+    Built-in data: clips of another seed (the same distribution, never trained on). A folder: its
+    last `clips` items, removed from the training set.
     """
     import torch
+    from torch.utils.data import Subset
 
-    n = len(dataset)
-    base = getattr(dataset, "dataset", dataset)  # a Subset's underlying dataset
-    perms: dict[int, torch.Tensor] = {}
+    from walt.cli import UserError
+    from walt.data import SyntheticVideos
 
-    def perm(epoch: int) -> torch.Tensor:
-        if epoch not in perms:
-            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            perms.clear()  # at most two epochs are live in one batch
-            perms[epoch] = torch.randperm(n, generator=g)
-        return perms[epoch]
+    if data_arg == "builtin":
+        held = SyntheticVideos(clips, num_frames=frames, resolution=resolution, seed=seed + 10_007)
+        return ds, torch.stack([held[i]["video"] for i in range(clips)])
+    n = len(ds)
+    if n <= clips:
+        raise UserError(f"--data has {n} clips, too few to hold out --sample-clips {clips}; lower --sample-clips")
+    train = Subset(ds, range(n - clips))
+    for key in ("class_names", "frame_stride", "fps"):
+        setattr(train, key, getattr(ds, key, None))
+    print(f"walt train-vae: holding out the last {clips} clips of --data for the reconstruction samples")
+    return train, torch.stack([ds[i]["video"] for i in range(n - clips, n)])
 
-    def batch_fn(step: int) -> torch.Tensor:
-        clips = []
-        for j in range(batch_size):
-            epoch, pos = divmod(step * batch_size + j, n)
-            if hasattr(base, "set_epoch"):
-                base.set_epoch(epoch)
-            clips.append(dataset[int(perm(epoch)[pos])]["video"])  # (3, T, H, W)
-        return torch.stack(clips)  # (B, 3, T, H, W)
 
-    return batch_fn
+def stats_batches(ds, batch_size: int, count: int, seed: int):
+    """`count` batches (B, 3, T, H, W) of a seeded permutation of `ds`, for the latent statistics."""
+    import torch
+
+    from walt.train.distributed import ResumableBatchSampler
+
+    sampler = ResumableBatchSampler(len(ds), min(batch_size, len(ds)), seed=seed + 1, rank=0, world_size=1)
+    for _ in range(count):
+        yield torch.stack([ds[int(i)]["video"] for i in sampler.next_global()])
 
 
 def run(args: argparse.Namespace) -> int:
 
-    from walt.autoencoder import CausalVAE, measure_latent_stats, preset_config
+    from walt.autoencoder import CausalVAE, preset_config
     from walt.autoencoder.discriminator import DISCRIMINATOR_PRESETS
     from walt.cli import UserError
     from walt.commands import _common as C
     from walt.train.common import NonFiniteLossError, latest_checkpoint, load_training_state
     from walt.train.vae import VAETrainConfig, _check_resumable, train_vae
+    from walt.train.vae_config import FSDP_REFUSAL
 
     # ---- 1. numbers and flags ----
     steps = C.positive_int(args.steps, "--steps")
     batch = C.positive_int(args.batch_size, "--batch-size")
+    accum = C.positive_int(args.grad_accum, "--grad-accum")
     C.finite_float(args.lr, "--lr", 0.0, strict=True)
     C.positive_int(args.log_every, "--log-every")
     C.positive_int(args.ckpt_every, "--ckpt-every")
     C.positive_int(args.stats_batches, "--stats-batches", minimum=0)
+    C.positive_int(args.sample_every, "--sample-every", minimum=0)
+    C.positive_int(args.sample_clips, "--sample-clips")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.num_samples is not None:
         C.positive_int(args.num_samples, "--num-samples")
+    if args.bf16 and args.fp32:
+        raise UserError("--bf16 and --fp32 contradict each other; give one")
+    if args.parallel == "fsdp":
+        raise UserError(FSDP_REFUSAL.replace("parallel='fsdp'", "--parallel fsdp").replace(
+            "parallel='ddp' with activation_checkpointing and/or grad_accum",
+            "--parallel ddp with --grad-checkpointing and/or --grad-accum"))
+    if batch % accum:
+        raise UserError(f"--batch-size {batch} must be divisible by --grad-accum {accum}")
     warmup = args.warmup_steps if args.warmup_steps is not None else min(1000, steps // 10)
     C.positive_int(warmup, "--warmup-steps", minimum=0)
     sets = C.parse_sets(args.set)
@@ -109,14 +145,16 @@ def run(args: argparse.Namespace) -> int:
     disc_name = args.discriminator
     if disc_name == "auto":
         disc_name = "tiny" if args.preset == "tiny" else "default"
+    precision = "bf16" if args.bf16 else ("fp32" if args.fp32 else "auto")
     with C.user_errors():
         train_cfg = VAETrainConfig(
-            steps=steps, batch_size=batch, lr=args.lr, warmup_steps=warmup, seed=args.seed,
-            log_every=args.log_every, ckpt_every=args.ckpt_every, precision="bf16" if args.bf16 else "fp32",
+            steps=steps, batch_size=batch, grad_accum=accum, lr=args.lr, warmup_steps=warmup, seed=args.seed,
+            log_every=args.log_every, ckpt_every=args.ckpt_every, precision=precision,
+            activation_checkpointing=args.grad_checkpointing, compile=args.compile, parallel=args.parallel,
+            sample_every=args.sample_every, sample_clips=args.sample_clips,
             discriminator=None if disc_name == "none" else DISCRIMINATOR_PRESETS[disc_name](),
         )
     train_cfg = C.apply_sets(train_cfg, train_sets)
-    device = C.pick_device(args.device)
 
     # ---- 3. resume state of --out ----
     out = C.check_out_not_file(args.out)
@@ -129,39 +167,74 @@ def run(args: argparse.Namespace) -> int:
 
         with C.user_errors(f"cannot resume {last}: "):
             _check_resumable(load_training_state(last), train_cfg, config_to_dict(model_cfg), last)
-    elif args.resume:
+
+    # ---- 4. devices (torchrun: join the group) ----
+    from walt.train.distributed import get_world_size, init_distributed, is_main, shutdown
+
+    with C.user_errors():
+        info = init_distributed()
+    if batch % (info.world_size * accum):
+        raise UserError(f"--batch-size {batch} must be divisible by processes x --grad-accum = "
+                        f"{info.world_size} x {accum}")
+    if info.world_size > 1 and train_cfg.parallel == "none":
+        raise UserError(f"{info.world_size} processes with --parallel none would train unsynchronised copies; "
+                        "pass --parallel ddp")
+    device = info.device if info.world_size > 1 else C.pick_device(args.device)
+    if last is None and args.resume and is_main():
         print(f"walt train-vae: no checkpoint in {out / 'checkpoints'}; starting a new run")
 
-    # ---- 4. data (empty / unreadable -> one line) ----
+    # ---- 5. data (empty / unreadable -> one line) ----
     ds = C.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
-                            model_cfg.temporal_factor)
-    batch_fn = make_batch_fn(ds, batch, args.seed)
+                            model_cfg.temporal_factor, frame_stride=args.frame_stride, fps=args.fps)
+    holdout = None
+    if train_cfg.sample_every > 0:
+        ds, holdout = split_holdout(ds, args.data, train_cfg.sample_clips, args.frames, args.resolution, args.seed)
+    if len(ds) < batch:
+        raise UserError(f"--data has {len(ds)} clips, fewer than one batch of {batch}; lower --batch-size or add data")
 
-    # ---- 5. output folder, last ----
+    # ---- 6. output folder, last ----
     existed = out.is_dir()
     C.writable_dir(out)
 
+    import torch
+
+    code, result = 0, None
     with C.cleanup_if_empty(out, existed):
-        import torch
-
-        torch.manual_seed(args.seed)
+        torch.manual_seed(args.seed)  # the same initial weights on every rank
         vae = CausalVAE(model_cfg).to(device)
-        n_params = sum(p.numel() for p in vae.parameters())
-        print(f"walt train-vae: {args.preset} autoencoder ({n_params / 1e6:.2f}M params, latent "
-              f"{model_cfg.latent_channels}ch, /{model_cfg.spatial_factor} space /{model_cfg.temporal_factor} time) "
-              f"on {C.describe_dataset(ds)} of {args.frames}x{args.resolution}x{args.resolution}, "
-              f"{steps} steps x {batch} clips, device {device}, out {out}")
+        if is_main():
+            n_params = sum(p.numel() for p in vae.parameters())
+            print(f"walt train-vae: {args.preset} autoencoder ({n_params / 1e6:.2f}M params, latent "
+                  f"{model_cfg.latent_channels}ch, /{model_cfg.spatial_factor} space /{model_cfg.temporal_factor} time) "
+                  f"on {C.describe_dataset(ds)} of {args.frames}x{args.resolution}x{args.resolution}, "
+                  f"{steps} steps x {batch} clips, {get_world_size()} process(es), device {device}, out {out}")
         try:
-            result = train_vae(train_cfg, vae, batch_fn, out, resume=args.resume, progress=not args.no_progress)
+            result = train_vae(train_cfg, vae, ds, out, resume=args.resume, progress=not args.no_progress,
+                               holdout=holdout)
         except NonFiniteLossError as e:
-            print(f"walt train-vae: error: {C.first_line(e)}; lower --lr or resume from that checkpoint")
-            return 1
+            if is_main():
+                print(f"walt train-vae: error: {C.first_line(e)}; lower --lr or resume from that checkpoint")
+            code = 1
+    if code == 0 and is_main():
+        code = _finish(result, args, ds, batch, device)
+    if info.world_size > 1:
+        shutdown(code)
+    return code
 
-    # ---- 6. latent statistics stored with the final weights (SPEC §1: normalise latents) ----
+
+def _finish(result, args: argparse.Namespace, ds, batch: int, device) -> int:
+    """Rank 0 after training: latent statistics into the final weights, then the summary lines."""
+    from walt.autoencoder import CausalVAE, measure_latent_stats
+
+    if result.interrupted:
+        print(f"walt train-vae: stopped at step {result.step}; checkpoint {result.checkpoint} "
+              "(run again with --resume to continue)")
+        return 0
+    # Latent statistics stored with the final weights (SPEC §1: latents are normalised).
     if args.stats_batches > 0:
         for path in (result.vae_path, result.ema_path):
             model, extra = CausalVAE.load(path, map_location=device, with_extra=True)
-            stats = measure_latent_stats(model, (batch_fn(steps + i) for i in range(args.stats_batches)))
+            stats = measure_latent_stats(model, stats_batches(ds, batch, args.stats_batches, args.seed))
             extra["latent_stats"] = stats.to_dict()
             model.save(path, **extra)
         print(f"walt train-vae: latent stats over {args.stats_batches} batches: mean "

@@ -15,6 +15,14 @@ on this project's 2-core machine (see the report of `walt demo` and `walt.demo.d
     clips (it is causal and fully convolutional: the same weights encode 9 frames);
   * denoiser: width 96, depth 4, 4 heads (~0.6M parameters), batch 16.
 
+FVD (`walt.demo.fvd`): the denoiser's samples are scored with walt.eval's `smoke` protocol (real
+Kinetics-400 I3D, the clips' 9 frames) at step 0, at `fvd_checkpoints` of its run and at the end,
+inside the denoiser's time. The I3D sees 224x224 frames whatever the clip size: measured here
+~1.0 CPU-s per clip (~0.6 s with 2 idle cores), so 64 clips per set as in the preset (6 x 64
+clips: ~4 min) do not fit 15 minutes; the CPU preset uses 32 (3 x 32 real + 3 x 32 generated
+clips + sampling: ~2.5 min, a third of the denoiser's window), the GPU preset 256.
+The text-to-video stage (`walt demo --text`, `walt.text.demo.text_stage`) uses `text_*`.
+
 Training stages run against wall-clock deadlines, not step counts: the total budget is split
 by fixed fractions (`vae_fraction`, `final_fraction`; the transformer gets what is left after
 the cache is written), each stage measures its own speed on its first steps and sets its step
@@ -44,6 +52,7 @@ class DemoConfig:
     backgrounds: tuple[str, ...] = ("plain", "gradient", "radial")
     textures: tuple[str, ...] = ("two-tone", "gradient")
     shape_scale: float = 1.3
+    speed_scale: float = 1.0  # every motion's rate x this (walt.demo.data.demo_videos)
     # ---- stage 1: causal autoencoder (CausalVAE "tiny" preset + these overrides) ----
     vae_overrides: tuple[tuple[str, object], ...] = (
         ("base_channels", 16), ("channel_multipliers", (1, 2, 2)), ("num_res_blocks", 1),
@@ -72,6 +81,14 @@ class DemoConfig:
     guidance_scale: float = 1.0  # paper: no CFG for class-conditional results
     context_latent_frames: int = 1  # frame prediction: 1 = image-to-video
     fps: float = 8.0
+    # ---- FVD as the denoiser trains (walt.demo.fvd): protocol `smoke` of walt.eval, real Kinetics I3D ----
+    fvd_clips: int = 32  # generated clips per evaluation = real clips per set (the smoke preset has 64); 0 = off
+    fvd_checkpoints: tuple[float, ...] = (0.5,)  # fractions of the denoiser's run, besides step 0 and the end
+    fvd_sample_steps: int = 50  # DDIM steps of the FVD samples (paper: DDIM 50 for every result)
+    fvd_max_share: float = 0.5  # FVD may take at most this share of the denoiser's time left (else fewer points; >= 1: all)
+    # ---- text to video (`walt demo --text`, walt.text.demo): a second denoiser, prompts -> videos ----
+    text_encoder: str = "minilm"  # walt.text.build_text_encoder spec: all-MiniLM-L6-v2 offline, or "t5:PATH"
+    text_guidance_scale: float = 3.0  # classifier-free guidance of the guided text samples
     # ---- budget split (fractions of --minutes) ----
     vae_fraction: float = 0.40
     final_fraction: float = 0.08  # sampling, metrics, videos, plots, report
@@ -87,6 +104,10 @@ class DemoConfig:
             raise ValueError("train_clips must cover every class once and heldout_clips must be >= 1")
         if not 0 < self.vae_fraction < 1 or not 0 <= self.final_fraction < 1 or self.vae_fraction + self.final_fraction >= 1:
             raise ValueError("vae_fraction and final_fraction must be in (0, 1) and leave time for the transformer")
+        if self.fvd_clips != 0 and self.fvd_clips < 2:
+            raise ValueError(f"fvd_clips must be 0 (no FVD) or >= 2 (a covariance needs 2 clips), got {self.fvd_clips}")
+        if any(not 0 < f < 1 for f in self.fvd_checkpoints) or self.fvd_sample_steps < 1 or not 0 < self.fvd_max_share <= 1:
+            raise ValueError("fvd_checkpoints must be fractions in (0, 1), fvd_sample_steps >= 1, fvd_max_share in (0, 1]")
         if self.calibration_steps < 1 or self.calibration_steps > min(self.vae_warmup_steps, self.walt_warmup_steps):
             raise ValueError("calibration_steps must be >= 1 and within both warmups (so timing them changes nothing)")
 
@@ -105,13 +126,15 @@ def _cpu() -> DemoConfig:
 def _smoke() -> DemoConfig:
     """Minimal sizes for the end-to-end test: every stage and every output in well under a minute."""
     return DemoConfig(
-        resolution=16, num_frames=5, classes=("bouncing", "orbiting"), train_clips=8, heldout_clips=2,
+        resolution=16, num_frames=9, classes=("bouncing", "orbiting"), train_clips=8, heldout_clips=2,
         vae_overrides=(("base_channels", 4), ("channel_multipliers", (1, 2)), ("num_res_blocks", 1),
                        ("spatial_factor", 4), ("temporal_factor", 4), ("latent_channels", 4), ("norm_groups", 4)),
         vae_batch_size=2, vae_min_steps=2, vae_warmup_steps=2,
         walt_overrides=(("hidden_size", 32), ("depth", 2), ("num_heads", 2)),
         walt_batch_size=4, walt_min_steps=2, walt_warmup_steps=2,
         samples_per_class=1, sample_steps=4, calibration_steps=1,
+        # FVD with the real I3D on 2 + 2 clips (9 frames: the I3D's minimum), every evaluation kept
+        fvd_clips=2, fvd_sample_steps=2, fvd_max_share=1.0,
     )
 
 
@@ -124,7 +147,7 @@ def _gpu() -> DemoConfig:
         vae_train_frames=9, vae_batch_size=16, vae_lr=5e-4, vae_min_steps=200,
         walt_overrides=(("hidden_size", 384), ("depth", 12), ("num_heads", 6)),
         walt_batch_size=64, walt_lr=5e-4, walt_min_steps=500, walt_ema_decay=0.999,
-        context_latent_frames=2,
+        context_latent_frames=2, fvd_clips=256, fvd_checkpoints=(0.25, 0.5),
     )
 
 

@@ -1,4 +1,4 @@
-"""The demo's clips: the built-in procedural dataset, optionally with a plainer appearance.
+"""The demo's clips: the built-in procedural dataset, optionally plainer and faster.
 
 `SyntheticVideos` draws every appearance parameter independently of the motion class: 8 shapes,
 6 textures, 12 colours, 6 backgrounds. At 32x32 pixels most textures (stripes, checkers, dots,
@@ -8,16 +8,24 @@ moving shape (measured: 21.5 dB PSNR, reconstructions with 1/6 of the real clips
 demo's CPU preset therefore keeps the generator, its classes, motions, shapes and colours, and
 restricts the appearance: smooth backgrounds (plain, linear or radial gradient), low-frequency
 textures (two-tone, gradient: still anisotropic, so rotation and flipping stay visible), and
-shapes `shape_scale` times larger. The report states which restriction was used.
+shapes `shape_scale` times larger. It also speeds every motion up by `speed_scale`: the built-in
+rates are made for 17-frame clips, and over the CPU preset's 9 frames a growing shape, a
+rotation or a colour pulse at those rates changes by a pixel or two (mean frame-to-frame change
+0.005-0.013 in [-1, 1] units; 0.012-0.028 at twice the rate: `walt.demo.config`). The report
+states which restriction was used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from walt.data.synthetic import BACKGROUNDS, TEXTURES, ClipParams, SyntheticVideos
+
+if TYPE_CHECKING:
+    from walt.demo.config import DemoConfig
 
 
 class DemoVideos(SyntheticVideos):
@@ -25,18 +33,24 @@ class DemoVideos(SyntheticVideos):
 
     A clip whose drawn background (texture) is outside the subset gets one from the subset,
     drawn from its own (seed, index) stream, so `ds[i]` is still a pure function of (seed, i).
-    Empty subsets and `shape_scale=1` give exactly `SyntheticVideos`.
+    `shape_scale` multiplies every shape's size, `speed_scale` every motion's rate (the clip's
+    `speed`: translation, rotation, growth, orbit, slide, pulse, pan and flip alike).
+    Empty subsets and both scales 1 give exactly `SyntheticVideos`.
     """
 
     def __init__(self, num_samples: int, num_frames: int = 17, resolution=64, seed: int = 0, classes=None,
-                 backgrounds: tuple[str, ...] = (), textures: tuple[str, ...] = (), shape_scale: float = 1.0):
+                 backgrounds: tuple[str, ...] = (), textures: tuple[str, ...] = (), shape_scale: float = 1.0,
+                 speed_scale: float = 1.0):
         super().__init__(num_samples, num_frames, resolution, seed, classes)
         bad = [b for b in backgrounds if b not in BACKGROUNDS] + [t for t in textures if t not in TEXTURES]
         if bad:
             raise ValueError(f"unknown background/texture {bad[0]!r}; backgrounds: {BACKGROUNDS}, textures: {TEXTURES}")
         if not 0.5 <= shape_scale <= 2.0:
             raise ValueError(f"shape_scale must be in [0.5, 2], got {shape_scale}")
+        if not 0.25 <= speed_scale <= 4.0:
+            raise ValueError(f"speed_scale must be in [0.25, 4], got {speed_scale}")
         self.backgrounds, self.textures, self.shape_scale = tuple(backgrounds), tuple(textures), float(shape_scale)
+        self.speed_scale = float(speed_scale)
 
     def params(self, index: int) -> tuple[int, ClipParams]:
         label, p = super().params(index)
@@ -48,4 +62,17 @@ class DemoVideos(SyntheticVideos):
             changes["texture"] = str(rng.choice(self.textures))
         if self.shape_scale != 1.0:
             changes["size"] = p.size * self.shape_scale
+        if self.speed_scale != 1.0:
+            changes["speed"] = p.speed * self.speed_scale
         return label, dataclasses.replace(p, **changes) if changes else p
+
+
+def demo_videos(cfg: "DemoConfig", num_samples: int, seed: int, num_frames: int | None = None) -> DemoVideos:
+    """`num_samples` clips of `cfg`'s classes, size and restriction (`num_frames`: default `cfg.num_frames`).
+
+    The one place that turns a `DemoConfig` into clips, so every stage (training, held-out,
+    FVD, text prompts) draws them the same way.
+    """
+    return DemoVideos(num_samples, num_frames=num_frames or cfg.num_frames, resolution=cfg.resolution, seed=seed,
+                      classes=cfg.classes, backgrounds=cfg.backgrounds, textures=cfg.textures,
+                      shape_scale=cfg.shape_scale, speed_scale=cfg.speed_scale)

@@ -99,3 +99,34 @@ def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return path
+
+
+def save_fvd_curve(path: str | Path, fvd: dict) -> Path:
+    """FVD against denoiser step (`walt.demo.fvd.DemoFVD.summary()`), with the real-vs-real floor
+    and the autoencoder's reconstruction FVD as horizontal lines (log y: FVD spans decades)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = fvd["points"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot([p["step"] for p in pts], [p["fvd"] for p in pts], "o-", color="tab:blue",
+            label=f"denoiser samples ({fvd['clips']['generated']} clips)")
+    for p in pts:
+        ax.annotate(f"{p['fvd']:.0f}", (p["step"], p["fvd"]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.axhline(fvd["reconstruction_fvd"], color="tab:green", ls="--", label="autoencoder reconstructions (rFVD)")
+    ax.axhline(fvd["real_vs_real"], color="grey", ls=":", label="real vs real (floor)")
+    ax.set_yscale("log")
+    proto = fvd["protocol"]
+    ax.set(xlabel="denoiser training step", ylabel="FVD (lower is better)",
+           title=f"FVD during training: protocol {proto['name']}{'*' if proto.get('overrides') else ''} "
+                 f"[{proto['hash']}], I3D {proto['i3d_weights_sha256'][:12]}")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return path

@@ -4,12 +4,15 @@
     net = WALT.from_preset("tiny" | "L" | "XL", **overrides)
     v = net(x, t, y=None, cond_frames=None, cond_mask=None, self_cond=None, text=None, text_mask=None)
 
-Plain PyTorch; never imports `walt.diffusion`.
+Plain PyTorch; never imports `walt.diffusion`, `walt.pipeline` or `walt.train` (the diffusion
+code only calls `net(x, t, ...)`; tests/test_denoiser.py checks this in a fresh interpreter).
+The text-to-video presets live in `walt.cascade.presets`, imported on the first lookup of a name
+the registry does not hold yet (`walt.denoiser.config.PRESET_MODULES`).
 """
 
 from walt.denoiser.attention import WindowAttention, WindowCrossAttention, resolve_window, window_partition, window_reverse
 from walt.denoiser.blocks import FinalLayer, WALTBlock
-from walt.denoiser.config import PRESETS, WALTConfig, get_preset, register_preset
+from walt.denoiser.config import PRESETS, PresetRegistry, WALTConfig, get_preset, register_preset
 from walt.denoiser.model import WALT
 
 __all__ = [
@@ -20,6 +23,7 @@ __all__ = [
     "WindowAttention",
     "WindowCrossAttention",
     "PRESETS",
+    "PresetRegistry",
     "get_preset",
     "register_preset",
     "resolve_window",

@@ -18,6 +18,8 @@ Project choices (the paper is silent; kept configurable):
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -104,10 +106,66 @@ class WALTConfig:
 
 # --- presets: functions in a registry dict --------------------------------------------------
 
-PRESETS: dict[str, Callable[[], WALTConfig]] = {}
+# Modules that register more presets when imported: the text-to-video cascade ("t2v-base",
+# "t2v-base-9x16", "sr1", "sr2" and their "-tiny" twins). They are imported on the first lookup of
+# the registry, not when this module is imported: `import walt.denoiser` then loads no other walt
+# package, and those modules may import this one freely (no import cycle).
+PRESET_MODULES: tuple[str, ...] = ("walt.cascade.presets",)
+
+
+class PresetRegistry(MutableMapping):
+    """name -> function returning a `WALTConfig`; `PRESET_MODULES` are imported on first read.
+
+    Looking up a name not registered yet (`reg[name]`, `name in reg`), iterating and `len` import
+    the modules once; registering (`register_preset`, `reg[name] = fn`) does not, so a preset
+    module that registers itself while it is being imported never recurses.
+    """
+
+    def __init__(self, modules: tuple[str, ...] = ()):
+        self._presets: dict[str, Callable[[], WALTConfig]] = {}
+        self._modules = modules
+        self._loaded = False
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True  # first: the modules read the registry while they are imported
+        try:
+            for module in self._modules:
+                importlib.import_module(module)
+        except BaseException:
+            self._loaded = False
+            raise
+
+    def __getitem__(self, name: str) -> Callable[[], WALTConfig]:
+        if name not in self._presets:  # the built-in presets need no import
+            self._load()
+        return self._presets[name]
+
+    def __setitem__(self, name: str, fn: Callable[[], WALTConfig]) -> None:
+        self._presets[name] = fn
+
+    def __delitem__(self, name: str) -> None:
+        del self._presets[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(list(self._presets))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._presets)
+
+    def __repr__(self) -> str:
+        return f"PresetRegistry({sorted(self)})"
+
+
+PRESETS = PresetRegistry(PRESET_MODULES)
 
 
 def register_preset(name: str):
+    """Decorator: `@register_preset("name")` on a function returning a `WALTConfig`."""
+
     def deco(fn: Callable[[], WALTConfig]) -> Callable[[], WALTConfig]:
         PRESETS[name] = fn
         return fn
@@ -116,6 +174,7 @@ def register_preset(name: str):
 
 
 def get_preset(name: str) -> WALTConfig:
+    """The config of preset `name` (ValueError listing the known presets if there is none)."""
     if name not in PRESETS:
         raise ValueError(f"unknown WALT preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
@@ -153,8 +212,3 @@ def _large_k600() -> WALTConfig:
     """W.A.L.T-L for Kinetics-600 frame prediction: unconditional, with frame conditioning."""
     return WALTConfig(depth=24, hidden_size=1024, num_heads=16, num_classes=0, frame_conditioning=True)
 
-
-# The text-to-video cascade presets ("t2v-base", "t2v-base-9x16", "sr1", "sr2" and their "-tiny"
-# twins) live in walt.cascade.presets; importing it registers them here. It imports only this
-# module, and walt.cascade's package init is lazy, so there is no import cycle.
-from walt.cascade import presets as _cascade_presets  # noqa: E402,F401

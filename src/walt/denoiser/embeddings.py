@@ -1,6 +1,7 @@
 """Input and conditioning embeddings of the W.A.L.T transformer (SPEC §2).
 
-* `PatchEmbed`        per-frame p x p patchify + linear projection (no temporal patching).
+* `patchify` / `unpatchify` and `PatchEmbed`: per-frame p x p patches + linear projection (no
+                      temporal patching); the final layer's output is unpatchified back.
 * `PositionEmbedding` learned absolute embedding = spatial table + temporal table; an image
                       (T = 1) uses the first temporal entry.
 * `RelativePositionBias` Swin-style learned bias per head, indexed by the 3D offset of two
@@ -19,10 +20,21 @@ from einops import rearrange
 from torch import nn
 
 
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, T, H/p, W/p, p*p*C): p x p patches of each frame, never across frames."""
+    return rearrange(x, "b c t (h p1) (w p2) -> b t h w (p1 p2 c)", p1=p, p2=p)
+
+
+def unpatchify(tokens: torch.Tensor, p: int) -> torch.Tensor:
+    """Inverse of `patchify`: (B, T, H', W', p*p*C) -> (B, C, T, H'p, W'p)."""
+    return rearrange(tokens, "b t h w (p1 p2 c) -> b c t (h p1) (w p2)", p1=p, p2=p)
+
+
 class PatchEmbed(nn.Module):
     """(B, C, T, H, W) -> (B, T, H/p, W/p, D): every frame is patchified on its own (paper §3.2).
 
-    A Linear over flattened p x p x C patches is the same map as a stride-p Conv2d per frame.
+    A Linear over flattened p x p x C patches is the same map as a stride-p Conv2d per frame
+    (tests/test_denoiser.py checks this against `F.conv2d`).
     """
 
     def __init__(self, in_channels: int, hidden_size: int, patch_size: int):
@@ -31,9 +43,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Linear(in_channels * patch_size**2, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        x = rearrange(x, "b c t (h p1) (w p2) -> b t h w (p1 p2 c)", p1=p, p2=p)
-        return self.proj(x)  # (B, T, H', W', D)
+        return self.proj(patchify(x, self.patch_size))  # (B, T, H', W', D)
 
 
 class PositionEmbedding(nn.Module):

@@ -11,10 +11,11 @@
 This package never imports `walt.denoiser`; `walt.pipeline` joins the two.
 """
 
-from walt.diffusion.guidance import cfg_model_fn, replace_context_fn
+from walt.diffusion.guidance import cfg_model_fn, combine_guidance, replace_context_fn
 from walt.diffusion.loss import DiffusionLossConfig, diffusion_loss
 from walt.diffusion.samplers import (
     SAMPLERS,
+    STOCHASTIC,
     ModelFn,
     make_generators,
     sample,
@@ -51,6 +52,7 @@ __all__ = [
     "v_from_eps",
     "ModelFn",
     "SAMPLERS",
+    "STOCHASTIC",
     "sample",
     "sample_ddim",
     "sample_ddpm",
@@ -58,6 +60,7 @@ __all__ = [
     "seeded_noise",
     "make_generators",
     "cfg_model_fn",
+    "combine_guidance",
     "replace_context_fn",
     "DiffusionLossConfig",
     "diffusion_loss",

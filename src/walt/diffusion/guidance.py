@@ -18,7 +18,7 @@ from torch import Tensor
 
 from walt.diffusion.schedule import DiffusionSchedule, v_from_x0, x0_from_v
 
-__all__ = ["cfg_model_fn", "replace_context_fn"]
+__all__ = ["cfg_model_fn", "combine_guidance", "replace_context_fn"]
 
 
 def _cat_cond(cond: Mapping[str, Any], uncond: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,6 +45,7 @@ def cfg_model_fn(
     cond: Mapping[str, Any],
     uncond: Mapping[str, Any],
     batched: bool = True,
+    shortcut: bool = True,
 ) -> Callable[..., Tensor]:
     """Classifier-free guidance (Ho & Salimans 2022): v = v_u + scale * (v_c - v_u).
 
@@ -56,6 +57,10 @@ def cfg_model_fn(
         cond / uncond: keyword arguments of the conditional and unconditional calls, e.g.
             {"y": labels} and {"y": full(null_class)}; tensors are batched like x_t (B, ...).
         batched: one network call on the [cond; uncond] batch of 2B (default), or two calls.
+        shortcut: at w = 1 (w = 0) call only the conditional (unconditional) branch, whose
+            output the combination equals up to rounding. False always runs both branches and
+            combines them (tests check through it that the combination at w = 1 is the
+            conditional prediction, with the batched [cond; uncond] call).
     Returns: `fn(x_t, t, self_cond=None) -> v`. The same `self_cond` (the previous guided x0
         estimate) goes to both branches.
     """
@@ -63,9 +68,9 @@ def cfg_model_fn(
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"guidance scale must be a finite number >= 0, got {scale}")
     cond, uncond = dict(cond), dict(uncond)
-    if scale == 1.0:
+    if shortcut and scale == 1.0:
         return lambda x_t, t, self_cond=None: model_fn(x_t, t, self_cond=self_cond, **cond)
-    if scale == 0.0:
+    if shortcut and scale == 0.0:
         return lambda x_t, t, self_cond=None: model_fn(x_t, t, self_cond=self_cond, **uncond)
     both = _cat_cond(cond, uncond)
 
@@ -76,11 +81,19 @@ def cfg_model_fn(
         else:
             v_c = model_fn(x_t, t, self_cond=self_cond, **cond)
             v_u = model_fn(x_t, t, self_cond=self_cond, **uncond)
-        # Combine in >= float32: with bf16 outputs (v_c - v_u) is a small difference of large numbers.
-        dt = torch.promote_types(v_c.dtype, torch.float32)
-        return v_u.to(dt) + scale * (v_c.to(dt) - v_u.to(dt))
+        return combine_guidance(v_c, v_u, scale)
 
     return guided
+
+
+def combine_guidance(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
+    """v = v_u + w (v_c - v_u) (Ho & Salimans 2022, eq. 6), in >= float32.
+
+    With bf16 network outputs (v_c - v_u) is a small difference of large numbers, so the
+    combination is promoted to at least float32.
+    """
+    dt = torch.promote_types(v_cond.dtype, torch.float32)
+    return v_uncond.to(dt) + scale * (v_cond.to(dt) - v_uncond.to(dt))
 
 
 def replace_context_fn(

@@ -151,7 +151,9 @@ def diffusion_loss(
         if ks and cfg.p_frame_pred > 0:
             use = _rand((B,), generator, dev) < cfg.p_frame_pred
             pick = (_rand((B,), generator, dev) * len(ks)).long().clamp_(max=len(ks) - 1)
-            k = torch.tensor(ks, device=dev)[pick] * use  # (B,) context length, 0 = none
+            # Gather ks[pick] with Python scalars: a `torch.tensor(ks, device=dev)` would be a
+            # (synchronising) host-to-device copy every step on an accelerator.
+            k = sum((pick == j).long() * kj for j, kj in enumerate(ks)) * use  # (B,) context length, 0 = none
             frame_mask = (torch.arange(T, device=dev)[None, :] < k[:, None]).to(x0.dtype)
         kwargs["cond_frames"] = x0 * frame_mask[:, None, :, None, None]
         kwargs["cond_mask"] = frame_mask
@@ -161,7 +163,10 @@ def diffusion_loss(
     if getattr(net_cfg, "self_conditioning", False):
         self_cond = torch.zeros_like(x0)
         use_sc = _rand((B,), generator, dev) < cfg.p_self_cond
-        if cfg.p_self_cond > 0 and bool(use_sc.any()):
+        # Skipping the extra pass when no sample uses it is only worth it on the CPU: on an
+        # accelerator `use_sc.any()` would be a host synchronisation every step (and with
+        # p_sc = 0.9 the pass is almost always needed); the result is the same either way.
+        if cfg.p_self_cond > 0 and (dev.type != "cpu" or bool(use_sc.any())):
             with torch.no_grad():
                 v0 = net(x_t, t, self_cond=self_cond, **kwargs)
                 x0_est = x0_from_v(x_t, v0.to(x_t.dtype), a)

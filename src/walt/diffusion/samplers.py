@@ -20,6 +20,27 @@ so `noise` is exactly x_T and the first x0 estimate is -v. The final step goes t
 Per-sample seeds: `seeded_noise(shape, seeds)` draws sample i from its own `torch.Generator`,
 and the stochastic samplers draw their per-step noise from the same per-sample generators, so
 sample i depends only on seed i whatever else is in the batch.
+
+Why not diffusers' schedulers (the issue asks to reuse them where they do exactly this):
+  * they are stateful objects stepped by a loop the caller writes (`set_timesteps`, `step`, an
+    internal step index and model-output history); here a sampler is one pure function of
+    (model_fn, noise, schedule), so self-conditioning (feeding the previous x0 estimate back) and
+    frame-prediction context pinning (`guidance.replace_context_fn`) are plain wrappers of
+    `model_fn`, and nothing can be stepped out of order;
+  * the state and every coefficient are float64 here, and the coefficients are Python scalars
+    computed on the host: nothing is copied to or read back from the device per step, so the
+    deterministic loops (DDIM with eta = 0, DPM-Solver++) never synchronise a CUDA device (the
+    stochastic ones copy each step's noise from the per-sample CPU generators: the price of
+    seeds that give the same sample on any device). diffusers keeps float32 tables (DPM-Solver
+    casts its sigmas to float32);
+  * zero terminal SNR is taken exactly: alpha_bar_T = 0, the first x0 estimate is -v.
+    `DPMSolverMultistepScheduler` instead clamps alpha_bar_T to 2^-24 (see `sample_dpmpp`);
+  * diffusers is an optional dependency of walt (the `peers` / `dev` extras), not a runtime one.
+The arithmetic is the same, and tests/test_samplers.py checks it: `test_ddim_matches_diffusers`
+(DDIMScheduler, trailing spacing, v-prediction, zero-SNR rescale: agreement to 1e-5),
+`test_dpmpp_matches_diffusers` and `test_dpmpp_with_diffusers_terminal_clamp_is_diffusers`
+(DPMSolverMultistepScheduler: the whole ~2e-4 difference is its terminal clamp; with the same
+clamp the two agree to ~1e-6).
 """
 
 from __future__ import annotations
@@ -41,6 +62,7 @@ __all__ = [
     "sample_ddpm",
     "sample_dpmpp",
     "SAMPLERS",
+    "STOCHASTIC",
     "sample",
 ]
 
@@ -112,19 +134,24 @@ def _check(noise: Tensor, schedule: DiffusionSchedule, steps: int, spacing: str)
 
 
 def _predict(
-    model_fn: ModelFn, x: Tensor, t: int, a: Tensor, self_cond: Tensor | None, dtype: torch.dtype
+    model_fn: ModelFn, x: Tensor, t: int, a: float, self_cond: Tensor | None, dtype: torch.dtype
 ) -> Tensor:
-    """One network call; returns the x0 estimate in float64. x is float64 state, a a float64 scalar."""
+    """One network call; returns the x0 estimate in float64. x is float64 state, a = alpha_bar_t."""
     tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
     v = model_fn(x.to(dtype), tt, self_cond=self_cond)
     if v.shape != x.shape:
         raise ValueError(f"model_fn returned shape {tuple(v.shape)} for input {tuple(x.shape)}; it must return v like x_t")
     # x0 = sqrt(a) x_t - sqrt(1-a) v: finite at the terminal step, where it is -v.
-    return a.sqrt() * x - (1.0 - a).sqrt() * v.to(torch.float64)
+    return math.sqrt(a) * x - math.sqrt(1.0 - a) * v.to(torch.float64)
 
 
-def _ab(schedule: DiffusionSchedule, t: int, device) -> Tensor:
-    return schedule.alpha_bar(t).to(device)
+def _ab(schedule: DiffusionSchedule, t: int) -> float:
+    """alpha_bar_t as a Python float (float64) from the schedule's CPU table (t = -1: clean, 1.0).
+
+    Per-step coefficients are Python scalars: multiplying device tensors by them needs no
+    host-to-device copy, and nothing is read back from the device (no CUDA synchronisation).
+    """
+    return float(schedule.alpha_bar(t))
 
 
 def _loop(schedule, ts, progress, desc):
@@ -172,12 +199,12 @@ def sample_ddim(
     x = noise.to(torch.float64)  # (B, C, T, H, W) float64 state
     x0 = None
     for i, (t, t_prev) in _loop(schedule, ts, progress, "DDIM"):
-        a, a_prev = _ab(schedule, t, x.device), _ab(schedule, t_prev, x.device)
+        a, a_prev = _ab(schedule, t), _ab(schedule, t_prev)
         sc = x0.to(noise.dtype) if (self_conditioning and x0 is not None) else None
         x0 = _predict(model_fn, x, t, a, sc, noise.dtype)
         eps = _eps_from_x0(x, x0, a)
-        sigma = eta * ((1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev)).clamp(min=0.0).sqrt()
-        x = a_prev.sqrt() * x0 + (1.0 - a_prev - sigma**2).clamp(min=0.0).sqrt() * eps
+        sigma = eta * math.sqrt(max((1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev), 0.0))
+        x = math.sqrt(a_prev) * x0 + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * eps
         if eta > 0 and t_prev >= 0:
             x = x + sigma * _noise_like(x, generator).to(torch.float64)
         if callback is not None:
@@ -185,9 +212,9 @@ def sample_ddim(
     return x.to(noise.dtype)
 
 
-def _eps_from_x0(x_t: Tensor, x0: Tensor, a: Tensor) -> Tensor:
+def _eps_from_x0(x_t: Tensor, x0: Tensor, a: float) -> Tensor:
     """eps implied by (x_t, x0): (x_t - sqrt(a) x0) / sqrt(1-a); a < 1 at every sampled step."""
-    return (x_t - a.sqrt() * x0) / (1.0 - a).sqrt()
+    return (x_t - math.sqrt(a) * x0) / math.sqrt(1.0 - a)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,15 +249,15 @@ def sample_ddpm(
     x = noise.to(torch.float64)  # (B, C, T, H, W) float64 state
     x0 = None
     for i, (t, t_prev) in _loop(schedule, ts, progress, "DDPM"):
-        a, a_prev = _ab(schedule, t, x.device), _ab(schedule, t_prev, x.device)
+        a, a_prev = _ab(schedule, t), _ab(schedule, t_prev)
         sc = x0.to(noise.dtype) if (self_conditioning and x0 is not None) else None
         x0 = _predict(model_fn, x, t, a, sc, noise.dtype)
         beta = 1.0 - a / a_prev
-        mean = a_prev.sqrt() * beta / (1.0 - a) * x0 + (a / a_prev).sqrt() * (1.0 - a_prev) / (1.0 - a) * x
-        var = (beta * (1.0 - a_prev) / (1.0 - a)).clamp(min=0.0)
+        mean = math.sqrt(a_prev) * beta / (1.0 - a) * x0 + math.sqrt(a / a_prev) * (1.0 - a_prev) / (1.0 - a) * x
+        var = max(beta * (1.0 - a_prev) / (1.0 - a), 0.0)
         x = mean
         if t_prev >= 0:
-            x = x + var.sqrt() * _noise_like(x, generator).to(torch.float64)
+            x = x + math.sqrt(var) * _noise_like(x, generator).to(torch.float64)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0})
     return x.to(noise.dtype)
@@ -247,7 +274,6 @@ def sample_dpmpp(
     noise: Tensor,
     schedule: DiffusionSchedule,
     steps: int = 20,
-    generator: GeneratorLike = None,
     spacing: str = "trailing",
     self_conditioning: bool = True,
     progress: bool = False,
@@ -264,22 +290,31 @@ def sample_dpmpp(
     finite there (it is exactly DDIM: x' = sigma' x_T + alpha' x0), and the next step's ratio
     r = inf makes its correction vanish, so the solver is first order on its first two steps
     and second order afterwards. The last step goes to sigma' = 0 and is first order
-    (x' = x0), as in k-diffusion. (diffusers instead clamps alpha_bar_T to 2^-24 to keep lambda
-    finite; both agree to ~1e-3 on smooth models.) Arguments as `sample_ddim`; deterministic
-    (`generator` is accepted for a uniform signature and unused).
+    (x' = x0), as in k-diffusion and diffusers' `final_sigmas_type="zero"`.
+
+    Difference from diffusers' `DPMSolverMultistepScheduler` (rescale_betas_zero_snr=True,
+    final_sigmas_type="zero"), whose samples differ from these by ~2e-4: diffusers clamps
+    alpha_bar_T from 0 to 2^-24 to keep lambda finite. Its first x0 estimate is then
+    2^-12 x_T - sqrt(1 - 2^-24) v instead of -v, and its second step gets a second-order
+    correction with weight 1/(2r) = h_1 / (2 h_0), h_0 ~ 0.5 ln(2^24), instead of none. On a schedule
+    with the same clamp this function reproduces diffusers to float32 precision (~1e-6), and as
+    the clamp eps goes to 0 it converges (like 1 / log(1/eps)) to this exact limit
+    (tests/test_samplers.py, `test_dpmpp_with_diffusers_terminal_clamp_is_diffusers`).
+
+    Deterministic: it draws no noise, so it takes no `generator` (`sample()` accepts one for
+    every sampler and passes it only to the stochastic ones). Other arguments as `sample_ddim`.
     """
     ts = _check(noise, schedule, steps, spacing)
     x = noise.to(torch.float64)  # (B, C, T, H, W) float64 state
     x0 = x0_old = None
     h_old = None
     for i, (t, t_next) in _loop(schedule, ts, progress, "DPM++2M"):
-        a, a_next = _ab(schedule, t, x.device), _ab(schedule, t_next, x.device)
+        a, a_next = _ab(schedule, t), _ab(schedule, t_next)
         sc = x0.to(noise.dtype) if (self_conditioning and x0 is not None) else None
         x0_old, x0 = x0, _predict(model_fn, x, t, a, sc, noise.dtype)
-        alpha, sigma = a.sqrt(), (1.0 - a).sqrt()
-        alpha_n, sigma_n = a_next.sqrt(), (1.0 - a_next).sqrt()
-        lam, lam_n = _log_snr_half(a), _log_snr_half(a_next)
-        h = lam_n - lam  # may be +inf at the first (a = 0) and last (a_next = 1) steps
+        alpha, sigma = math.sqrt(a), math.sqrt(1.0 - a)
+        alpha_n, sigma_n = math.sqrt(a_next), math.sqrt(1.0 - a_next)
+        h = _log_snr_half(a_next) - _log_snr_half(a)  # +inf at the first (a = 0) and last (a_next = 1) steps
         if t_next < 0:
             x = x0  # sigma' = 0: the solution is the data prediction itself
         else:
@@ -287,18 +322,22 @@ def sample_dpmpp(
             coef = alpha_n - sigma_n * alpha / sigma
             d = x0
             if x0_old is not None and h_old is not None and math.isfinite(h_old):
-                r_inv_half = float(h) / (2.0 * h_old)  # 1/(2r) = h_i / (2 h_{i-1})
+                r_inv_half = h / (2.0 * h_old)  # 1/(2r) = h_i / (2 h_{i-1})
                 d = (1.0 + r_inv_half) * x0 - r_inv_half * x0_old
             x = (sigma_n / sigma) * x + coef * d
-        h_old = float(h)
+        h_old = h
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0": x0})
     return x.to(noise.dtype)
 
 
-def _log_snr_half(a: Tensor) -> Tensor:
+def _log_snr_half(a: float) -> float:
     """lambda = log(alpha / sigma) = 0.5 log(a / (1-a)); -inf at a = 0, +inf at a = 1."""
-    return 0.5 * (torch.log(a) - torch.log1p(-a))
+    if a <= 0.0:
+        return -math.inf
+    if a >= 1.0:
+        return math.inf
+    return 0.5 * (math.log(a) - math.log1p(-a))
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
@@ -307,15 +346,20 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp": sample_dpmpp,
     "dpm++": sample_dpmpp,
 }
+STOCHASTIC = frozenset({"ddim", "ddpm"})  # the samplers that draw noise (DDIM when eta > 0)
 
 
 def sample(name: str, model_fn: ModelFn, noise: Tensor, schedule: DiffusionSchedule, steps: int, **kwargs) -> Tensor:
     """Dispatch by name ("ddim", "ddpm", "dpmpp"); kwargs go to the sampler.
 
-    `eta` is accepted by "ddim" only; `generator` by all (unused by the deterministic "dpmpp").
+    `eta` is accepted by "ddim" only. `generator` is accepted for every name, so that a caller
+    with per-sample generators need not know which samplers draw noise; it is passed on to the
+    `STOCHASTIC` ones only (the deterministic "dpmpp" has nothing to draw).
     """
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     if "eta" in kwargs and name != "ddim":
         raise ValueError(f"eta applies to the 'ddim' sampler only, not {name!r}")
+    if name not in STOCHASTIC:
+        kwargs.pop("generator", None)
     return SAMPLERS[name](model_fn, noise, schedule, steps=steps, **kwargs)

@@ -15,6 +15,16 @@ With zero terminal SNR the last step has a = 0: x_T is pure noise and the x0 est
 Conversions that divide by sqrt(a) (x0 from eps, v from eps) are infinite there; the functions
 below say which ones are safe where. Everything is computed in float64 and cast to the
 caller's dtype at the end: a float32 cumprod loses ~1e-6 of alpha_bar, which matters near t=0.
+
+Why this is written out rather than taken from diffusers (`rescale_zero_terminal_snr`,
+`DDIMScheduler(rescale_betas_zero_snr=True, timestep_spacing="trailing")`): diffusers computes
+the tables in float32 (its betas agree with these to ~2e-6 only), the last alpha_bar is exactly 0
+here by construction (diffusers' DPM-Solver even moves it to 2^-24), the tables are plain tensors
+with a sync-free `alpha_bar` gather on any device, and diffusers stays an optional dependency.
+The algorithm is the same: tests/test_diffusion.py `test_schedule_matches_diffusers_zero_snr`
+checks betas / alpha_bar against `DDIMScheduler`, the rescale against diffusers'
+`rescale_zero_terminal_snr` run in float64 (equal to 1e-15), and the trailing timesteps against
+`DDIMScheduler.set_timesteps` for several step counts.
 """
 
 from __future__ import annotations

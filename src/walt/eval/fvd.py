@@ -11,8 +11,9 @@ frame by frame to 224x224 *without* keeping the aspect ratio, as the reference F
 (google-research/frechet_video_distance `preprocess`: `tf.image.resize_bilinear`). That TF1 op
 maps output pixel i to input coordinate i * in/out (no half-pixel offset, no antialiasing);
 `resize="tf1_bilinear"` (default) reproduces it exactly. `resize="bilinear"` is PyTorch's
-half-pixel bilinear (`F.interpolate(..., align_corners=False)`), the StyleGAN-V choice; the two
-differ slightly when upsampling 128 -> 224, so FVD results record which one was used.
+half-pixel bilinear (`F.interpolate(..., align_corners=False)`), which the `stylegan_v` preset
+uses (see `_stylegan_v` for what was and was not verified); the two differ slightly when
+upsampling 128 -> 224, so the protocol (and its hash) records which one was used.
 
 Matrix square root: `frechet_distance` computes tr((S1 S2)^(1/2)) in float64 as
 tr((S1^(1/2) S2 S1^(1/2))^(1/2)), the symmetric form of TF-GAN's `trace_sqrt_product` that the
@@ -240,12 +241,26 @@ def fvd(real_feats, fake_feats, method: Literal["symmetric", "sqrtm"] = "symmetr
 # ---------------------------------------------------------------------------------------------
 
 
+REAL_SPLITS = ("train", "test", "all")
+
+# Fields added after the first protocol hashes were published (docs/study, cached statistics):
+# they enter the hash only when they differ from the value every earlier protocol implicitly
+# had, so an old hash still names exactly the same protocol and a changed field still changes it.
+_HASH_IF_NOT = {"frame_stride": 1}
+
+
 @dataclass(frozen=True)
 class FVDProtocol:
     """How an FVD number is produced; results record `protocol_hash()` next to the value.
 
     num_fake: generated clips per evaluation; num_real: real clips (None: the whole split);
     num_repeats: independent evaluations (different samples), reported as mean +- std.
+    real_split: which split of a dataset with official splits (UCF-101) is the real set; a plain
+    video folder has no splits and accepts only "train" (= the clips given).
+    num_frames / frame_stride: each clip is `num_frames` frames taken `frame_stride` source frames
+    apart from the *real* videos (1 = consecutive); generated clips are scored as generated (their
+    first `num_frames` frames), since a model trained on stride-s clips generates at that rate.
+    resolution / resize / center_crop: how frames reach the I3D's 224x224 input.
     """
 
     name: str = "smoke"
@@ -254,6 +269,7 @@ class FVDProtocol:
     num_repeats: int = 1
     real_split: str = "train"
     num_frames: int = 16
+    frame_stride: int = 1
     resolution: int = 224
     resize: str = "tf1_bilinear"
     center_crop: bool = False
@@ -266,23 +282,41 @@ class FVDProtocol:
             raise ValueError("FVDProtocol.resolution must be 224 (the I3D input size)")
         if self.num_fake < 2 or (self.num_real is not None and self.num_real < 2) or self.num_repeats < 1:
             raise ValueError("FVDProtocol needs num_fake >= 2, num_real >= 2 (or None), num_repeats >= 1")
+        if self.real_split not in REAL_SPLITS:
+            raise ValueError(f"FVDProtocol.real_split must be one of {REAL_SPLITS}, got {self.real_split!r}")
+        if isinstance(self.frame_stride, bool) or int(self.frame_stride) != self.frame_stride or self.frame_stride < 1:
+            raise ValueError(f"FVDProtocol.frame_stride must be a positive integer, got {self.frame_stride!r}")
+        if self.num_frames < 9:
+            raise ValueError(f"FVDProtocol.num_frames must be >= 9 (the I3D's minimum), got {self.num_frames}")
 
     def protocol_hash(self) -> str:
-        """First 16 hex digits of the sha256 of the protocol's canonical JSON."""
-        blob = json.dumps(config_to_dict(self), sort_keys=True).encode()
+        """First 16 hex digits of the sha256 of the protocol's canonical JSON (every field that
+        shapes the number; see `_HASH_IF_NOT` for the fields added later)."""
+        d = {k: v for k, v in config_to_dict(self).items() if _HASH_IF_NOT.get(k, object()) != v}
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _magvit_ucf101() -> FVDProtocol:
-    # MAGVIT / MAGVIT-v2 / W.A.L.T UCF-101: 10K generated clips against the train split,
-    # 4 runs, mean +- std.
+    # MAGVIT / MAGVIT-v2 / W.A.L.T UCF-101 (W.A.L.T §5.1, Table 1): 10K generated clips against
+    # the train split, 4 runs, mean +- std; 16 consecutive frames of the 17 generated (the
+    # reference FVD code's clip length), resized with TF1 bilinear as that code does.
     return FVDProtocol(name="magvit_ucf101", num_fake=10_000, num_real=None, num_repeats=4,
-                       real_split="train")
+                       real_split="train", num_frames=16, frame_stride=1, resize="tf1_bilinear")
 
 
 def _stylegan_v() -> FVDProtocol:
-    # StyleGAN-V "FVD_2048": 2048 real and 2048 generated 16-frame clips.
-    return FVDProtocol(name="stylegan_v", num_fake=2048, num_real=2048, num_repeats=1)
+    # StyleGAN-V "fvd2048_16f" (universome/stylegan-v, src/metrics/frechet_video_distance.py and
+    # metric_main.py): 2048 real and 2048 generated clips of 16 consecutive frames
+    # (`subsample_factor=1`). Its detector is a TorchScript port of the TF-Hub I3D called with
+    # `resize=True`, and that file's docstring says it matches the TF reference "up to the
+    # upsampling operation": the resize happens inside the TorchScript in PyTorch. That the
+    # op is half-pixel bilinear (`F.interpolate(..., align_corners=False)`) could NOT be read
+    # from a stored source here (the TorchScript's code is inside a binary file); it is the
+    # only PyTorch bilinear mode that differs from TF1's, which is what "up to" implies, and
+    # is what the common StyleGAN-V-style FVD ports use. Treat it as the best-supported choice.
+    return FVDProtocol(name="stylegan_v", num_fake=2048, num_real=2048, num_repeats=1,
+                       num_frames=16, frame_stride=1, resize="bilinear")
 
 
 def _smoke() -> FVDProtocol:
@@ -305,6 +339,6 @@ def fvd_protocol(name: str, **overrides) -> FVDProtocol:
 
 
 __all__ = [
-    "FVDProtocol", "FVD_PROTOCOLS", "feature_stats", "frechet_distance", "fvd", "fvd_protocol",
+    "FVDProtocol", "FVD_PROTOCOLS", "REAL_SPLITS", "feature_stats", "frechet_distance", "fvd", "fvd_protocol",
     "i3d_features", "resize_videos", "tf1_bilinear_matrix", "trace_sqrt_product",
 ]

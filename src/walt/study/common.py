@@ -266,6 +266,14 @@ def prepare_fvd(cfg: StudyConfig, i3d, device: torch.device):
     return i3d, protocol_record(fvd_protocol_for(cfg), i3d_weights_hash(i3d))
 
 
+def fvd_identity(fvd_record: dict[str, Any] | None) -> dict[str, Any]:
+    """Columns every result row carries: the FVD protocol (name, hash) and the I3D weights that
+    measured it, and whether those are the reference network (all None without FVD)."""
+    rec = fvd_record or {}
+    return {"fvd_protocol": rec.get("name"), "fvd_protocol_hash": rec.get("hash"),
+            "i3d_weights_sha256": rec.get("i3d_weights_sha256"), "i3d_is_reference": rec.get("i3d_is_reference")}
+
+
 def fvd_protocol_for(cfg: StudyConfig):
     from walt.eval.fvd import fvd_protocol
 

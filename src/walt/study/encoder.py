@@ -212,6 +212,7 @@ def run_encoder_study(cfg: C.StudyConfig, designs: Iterable[EncoderDesign], out:
         C.say(f"[{i + 1}/{len(designs)}] {design.name} ({design.label()})")
         t0 = time.time()
         row = run_design(design, cfg, folder, train_data, real, device, i3d, real_feats, progress)
+        row.update(C.fvd_identity(fvd_record))  # which protocol and network measured this row
         row["design_s"] = time.time() - t0
         row["load_1min"] = C.load_1min()
         C.write_json(folder / "stages" / "result.json", row)

@@ -47,47 +47,159 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------- plots
 
 
-def _scatter(ax, rows, xkey, ykey, xlabel, ylabel, maximize_x, maximize_y, logx=False) -> list[int]:
+def log_ticks(lo: float, hi: float, min_ticks: int = 3) -> list[float]:
+    """Readable tick values for a log axis spanning [lo, hi]: 1-2-5 per decade, or 1..9 when the
+    range is under a decade (matplotlib's default leaves such an axis with one or no label)."""
+    if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
+        return []
+    lo, hi = min(lo, hi), max(lo, hi)
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0 ** k for k in decades for m in mantissas]
+        ticks = [t for t in ticks if lo / 1.25 <= t <= hi * 1.25]
+        if len(ticks) >= min_ticks:
+            # keep a handful: thin the densest candidate set evenly
+            step = max(1, math.ceil(len(ticks) / 8))
+            return ticks[::step]
+    return ticks
+
+
+def _tick_label(v: float) -> str:
+    return f"{v:g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.0e}"
+
+
+def _set_log_axis(ax, axis: str, values: Sequence[float]) -> None:
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter, NullLocator
+
+    vals = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
+    getattr(ax, f"set_{axis}scale")("log")
+    if not vals:
+        return
+    lo, hi = min(vals), max(vals)
+    if lo == hi:
+        lo, hi = lo / 2, hi * 2
+    ticks = log_ticks(lo, hi)
+    a = getattr(ax, f"{axis}axis")
+    a.set_major_locator(FixedLocator(ticks))
+    a.set_major_formatter(FixedFormatter([_tick_label(t) for t in ticks]))
+    a.set_minor_locator(NullLocator())
+    a.set_minor_formatter(NullFormatter())
+    getattr(ax, f"set_{axis}lim")(lo / 1.3, hi * 1.3)
+
+
+# candidate label offsets (points) around a marker, tried in order
+_OFFSETS = ((5, 4), (5, -10), (-5, 4), (-5, -10), (0, 9), (0, -15), (9, -3), (-9, -3),
+            (14, 12), (14, -18), (-14, 12), (-14, -18))
+
+
+def place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: int = 7) -> list:
+    """Annotate each point with its label, choosing for each (greedily, in order) the first offset
+    whose text box overlaps no label placed so far, no marker, not the legend, and stays inside the
+    axes; when none fits, the least-overlapping offset is used. Returns the annotations."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    ax_box = ax.get_window_extent(renderer)
+    marker_boxes = []
+    for x, y in zip(xs, ys):
+        px, py = ax.transData.transform((x, y))
+        marker_boxes.append((px - 4, py - 4, px + 4, py + 4))
+
+    def overlap(a, b) -> float:
+        w = min(a[2], b[2]) - max(a[0], b[0])
+        h = min(a[3], b[3]) - max(a[1], b[1])
+        return w * h if w > 0 and h > 0 else 0.0
+
+    placed, anns = [], []
+    legend = ax.get_legend()
+    if legend is not None:  # the legend is an obstacle like a placed label
+        lb = legend.get_window_extent(renderer)
+        placed.append((lb.x0, lb.y0, lb.x1, lb.y1))
+    for x, y, text in zip(xs, ys, labels):
+        best = None
+        for dx, dy in _OFFSETS:
+            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha)
+            ann.set_in_layout(False)  # the layout must not move the axes after placement
+            bb = ann.get_window_extent(renderer)
+            box = (bb.x0 - 1, bb.y0 - 1, bb.x1 + 1, bb.y1 + 1)
+            cost = sum(overlap(box, o) for o in placed) + sum(overlap(box, m) for m in marker_boxes)
+            outside = (max(0, ax_box.x0 - box[0]) + max(0, box[2] - ax_box.x1) +
+                       max(0, ax_box.y0 - box[1]) + max(0, box[3] - ax_box.y1))
+            cost += 50 * outside
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, ann, box)
+            else:
+                ann.remove()
+            if cost == 0:
+                break
+        placed.append(best[2])
+        anns.append(best[1])
+    return anns
+
+
+def _floor_line(ax, floor: float | None, label: str = "FVD floor (real vs real)", zorder: float = 1) -> None:
+    """A horizontal line at the protocol's real-vs-real FVD: two samples of real data score this much."""
+    if floor is None or not math.isfinite(floor):
+        return
+    ax.axhline(floor, ls=":", lw=1.2, c="black" if zorder > 2 else "tab:gray", zorder=zorder, label=label)
+    lo, hi = ax.get_ylim()
+    if floor < lo or floor > hi:  # keep the floor in view
+        ax.set_ylim(min(lo, floor * 0.95), max(hi, floor * 1.05))
+
+
+def _scatter(ax, rows, xkey, ykey, xlabel, ylabel, maximize_x, maximize_y, logx=False,
+             floor: float | None = None, labels: bool = True) -> list[int]:
+    """Points (Pareto front in red), axes, the FVD floor and, with `labels`, the point labels
+    (placed last, on the final layout; a figure of several panels places them itself once every
+    panel is set up, see `plot_encoder`)."""
     xs = [r.get(xkey) for r in rows]
     ys = [r.get(ykey) for r in rows]
     front = pareto_front(xs, ys, maximize_x, maximize_y)
-    for i, r in enumerate(rows):
-        if xs[i] is None or ys[i] is None:
-            continue
+    shown = [i for i in range(len(rows)) if xs[i] is not None and ys[i] is not None]
+    for i in shown:
         on = i in front
         ax.scatter(xs[i], ys[i], s=40, c="tab:red" if on else "tab:blue", zorder=3, edgecolors="k", linewidths=0.5)
-        # alternate above / below so neighbours with similar values stay readable
-        ax.annotate(r["label"], (xs[i], ys[i]), fontsize=7, xytext=(4, 3 if i % 2 == 0 else -9),
-                    textcoords="offset points")
     if len(front) > 1:
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", c="tab:red", lw=1, zorder=2,
                 label="Pareto front")
-        ax.legend(fontsize=7, loc="best")
     if logx:
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _set_log_axis(ax, "x", [xs[i] for i in shown])
+    else:
+        ax.margins(x=0.15)
+    ax.margins(y=0.15)
+    _floor_line(ax, floor)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
+    if len(front) > 1 or floor is not None:
+        ax.legend(fontsize=7, loc="best")
+    if labels:
+        _label_points(ax, rows, xkey, ykey)
     return front
+
+
+def _label_points(ax, rows, xkey, ykey) -> None:
+    ax.figure.canvas.draw()  # the final layout: label placement measures text in display space
+    shown = [r for r in rows if r.get(xkey) is not None and r.get(ykey) is not None]
+    place_labels(ax, [r[xkey] for r in shown], [r[ykey] for r in shown], [r["label"] for r in shown])
 
 
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
 
-def plot_encoder(rows: list[dict[str, Any]], path: Path) -> dict[str, list[str]]:
+def plot_encoder(rows: list[dict[str, Any]], path: Path, fvd_floor: float | None = None) -> dict[str, list[str]]:
     """Two panels: generation quality vs generated clips/s, reconstruction quality vs tokens per clip.
 
-    FVD / rFVD when measured, else PSNR (higher is better). Returns the Pareto-front labels per panel.
+    FVD / rFVD when measured, else PSNR (higher is better); the protocol's real-vs-real FVD floor
+    (`fvd_floor`) is drawn on both FVD panels (rFVD is measured against the same real clips).
+    Returns the Pareto-front labels per panel.
     """
     import matplotlib
 
@@ -96,27 +208,28 @@ def plot_encoder(rows: list[dict[str, Any]], path: Path) -> dict[str, list[str]]
 
     has_fvd = any(r.get("fvd") is not None for r in rows)
     has_rfvd = any(r.get("rfvd") is not None for r in rows)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    if has_fvd:
-        f1 = _scatter(a, rows, "gen_clips_per_s", "fvd", "generated clips/s (DDIM + decode)", "FVD (lower is better)",
-                      True, False, logx=True)
-    else:
-        f1 = _scatter(a, rows, "gen_clips_per_s", "walt_final_loss", "generated clips/s (DDIM + decode)",
-                      "W.A.L.T final training loss", True, False, logx=True)
+    # constrained layout: point labels are placed once both panels are complete (annotations are
+    # kept out of the layout, so saving does not move the axes under them)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     a.set_title("generation: quality vs throughput", fontsize=9)
-    if has_rfvd:
-        f2 = _scatter(b, rows, "tokens_per_clip", "rfvd", "latent tokens per clip", "rFVD (lower is better)",
-                      False, False, logx=True)
-    else:
-        f2 = _scatter(b, rows, "tokens_per_clip", "psnr", "latent tokens per clip", "reconstruction PSNR (dB)",
-                      False, True, logx=True)
     b.set_title("autoencoder: reconstruction vs tokens", fontsize=9)
+    ya = "fvd" if has_fvd else "walt_final_loss"
+    f1 = _scatter(a, rows, "gen_clips_per_s", ya, "generated clips/s (DDIM + decode)",
+                  "FVD (lower is better)" if has_fvd else "W.A.L.T final training loss", True, False, logx=True,
+                  floor=fvd_floor if has_fvd else None, labels=False)
+    yb = "rfvd" if has_rfvd else "psnr"
+    f2 = _scatter(b, rows, "tokens_per_clip", yb, "latent tokens per clip",
+                  "rFVD (lower is better)" if has_rfvd else "reconstruction PSNR (dB)", False, not has_rfvd,
+                  logx=True, floor=fvd_floor if has_rfvd else None, labels=False)
+    _label_points(a, rows, "gen_clips_per_s", ya)
+    _label_points(b, rows, "tokens_per_clip", yb)
     _save(fig, path)
     return {"generation": [rows[i]["label"] for i in f1], "reconstruction": [rows[i]["label"] for i in f2]}
 
 
-def plot_ablation(rows: list[dict[str, Any]], path: Path) -> None:
-    """Bars per variant: FVD (or final loss without FVD) and training steps/s."""
+def plot_ablation(rows: list[dict[str, Any]], path: Path, fvd_floor: float | None = None) -> None:
+    """Bars per variant: FVD (or final loss without FVD; with the real-vs-real FVD floor as a
+    line) and training steps/s."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,7 +238,7 @@ def plot_ablation(rows: list[dict[str, Any]], path: Path) -> None:
     names = [r["variant"] for r in rows]
     has_fvd = any(r.get("fvd") is not None for r in rows)
     key, label = ("fvd", "FVD (lower is better)") if has_fvd else ("walt_final_loss", "final training loss")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for ax, k, lab, color in ((axes[0], key, label, "tab:blue"),
                               (axes[1], "walt_train_steps_per_s", "training steps/s", "tab:green")):
         vals = [r.get(k) if r.get(k) is not None else 0.0 for r in rows]
@@ -134,6 +247,9 @@ def plot_ablation(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(lab, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(axis="y", alpha=0.3)
+    if has_fvd and fvd_floor is not None:
+        _floor_line(axes[0], fvd_floor, zorder=3)  # over the bars
+        axes[0].legend(fontsize=7, loc="lower right")
     _save(fig, path)
 
 
@@ -161,7 +277,8 @@ ENCODER_COLUMNS = (
     ("sample_clips_per_s", "sample clips/s"), ("gen_clips_per_s", "gen clips/s"), ("fvd", "FVD"),
 )
 ABLATION_COLUMNS = (
-    ("variant", "variant"), ("label", "change"), ("walt_params", "params"), ("walt_final_loss", "final loss"),
+    ("variant", "variant"), ("label", "change"), ("st_window", "ST window"), ("walt_params", "params"),
+    ("walt_final_loss", "final loss"),
     ("walt_train_steps_per_s", "train steps/s"), ("sample_clips_per_s", "sample clips/s"),
     ("gen_clips_per_s", "gen clips/s"), ("fvd", "FVD"), ("paper", "paper (UCF-101)"),
 )
@@ -244,16 +361,21 @@ def write_study_report(out: Path, rows: list[dict[str, Any]], kind: str, cfg, ma
                        fvd_record: dict[str, Any] | None = None, plots: bool = True,
                        autoencoder: str | None = None, fvd_floor: float | None = None) -> dict[str, Any]:
     """results.csv, report.md and (with `plots`) the plot for the finished rows; returns {"front": ...}."""
+    from walt.study.common import fvd_identity
+
     out = Path(out)
-    write_csv(out / "results.csv", rows)
+    # Every CSV row names the protocol and network that measured it; rows finished before these
+    # columns existed get them from the study's record (check_settings keeps it the same).
+    ident = fvd_identity(fvd_record)
+    write_csv(out / "results.csv", [{**r, **{k: v for k, v in ident.items() if k not in r}} for r in rows])
     if kind == "encoder":
         title, columns, plot = "Causal encoder design study (walt study encoder)", ENCODER_COLUMNS, "pareto.png"
-        fronts = plot_encoder(rows, out / plot) if rows and plots else {}
+        fronts = plot_encoder(rows, out / plot, fvd_floor) if rows and plots else {}
     elif kind == "ablation":
         title, columns, plot = "W.A.L.T ablation at small scale (walt study ablation)", ABLATION_COLUMNS, "ablation.png"
         fronts = {}
         if rows and plots:
-            plot_ablation(rows, out / plot)
+            plot_ablation(rows, out / plot, fvd_floor)
     else:
         raise ValueError(f"unknown study kind {kind!r}; use 'encoder' or 'ablation'")
     md = [f"# {title}", "", "## Protocol", "", *_protocol_lines(cfg, rows, machine, command, data, fvd_record, kind, autoencoder, fvd_floor), "",

@@ -154,16 +154,19 @@ def latent_dataset(cache: Path, normalize: bool = True):
 # ----------------------------------------------------------------------------- stage: W.A.L.T
 
 
-def build_walt(cfg: StudyConfig, latent_shape, num_classes: int, seed: int, **overrides: Any):
+def build_walt(cfg: StudyConfig, latent_shape, num_classes: int, seed: int, st_window_divisor: int = 2,
+               **overrides: Any):
     """A small W.A.L.T for latents (c, t, h, w): spatial windows = one latent frame, spatiotemporal
-    windows = all frames x a quarter of the frame (the paper's 1x16x16 / 5x8x8 on 16x16 latents)."""
+    windows = all frames x (h/p, w/p) / `st_window_divisor` (default 2: half the frame's height and
+    width, the paper's 1x16x16 / 5x8x8 on 16x16 latents; 4 is its smaller 5x4x4, Table 3)."""
     from walt.denoiser import WALT
 
     c, t, h, w = latent_shape
     hp, wp = h // cfg.patch_size, w // cfg.patch_size
+    d = int(st_window_divisor)
     kw = dict(input_size=(t, h, w), in_channels=c, num_classes=num_classes, patch_size=cfg.patch_size,
               hidden_size=cfg.walt_hidden_size, depth=cfg.walt_depth, num_heads=cfg.walt_num_heads,
-              spatial_window=(1, hp, wp), spatiotemporal_window=(t, max(1, hp // 2), max(1, wp // 2)))
+              spatial_window=(1, hp, wp), spatiotemporal_window=(t, max(1, hp // d), max(1, wp // d)))
     kw.update(overrides)
     torch.manual_seed(seed)
     return WALT.from_preset("tiny", **kw)
@@ -189,6 +192,11 @@ class WaltRecipe:
     p_self_cond: float = 0.9
     diffusion: tuple[tuple[str, Any], ...] = ()  # DiffusionConfig fields
     normalize: bool = True
+    st_window_divisor: int = 2  # spatiotemporal window = latent frame / this (per side); see build_walt
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """The `build_walt` keyword arguments of this recipe."""
+        return {"st_window_divisor": self.st_window_divisor, **dict(self.walt_overrides)}
 
 
 def plan_walt_steps(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, device: torch.device) -> dict[str, Any]:
@@ -198,7 +206,7 @@ def plan_walt_steps(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, device: t
 
     ds = latent_dataset(cache, recipe.normalize)
     batch = min(cfg.walt_batch_size, len(ds))
-    net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **dict(recipe.walt_overrides)).to(device)
+    net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **recipe.build_kwargs()).to(device)
     with tempfile.TemporaryDirectory() as tmp:
         tcfg = replace_config(_walt_train_config(cfg, 4, batch, recipe.p_self_cond, dict(recipe.diffusion)),
                               log_every=1)
@@ -214,7 +222,7 @@ def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: 
 
     ds = latent_dataset(cache, recipe.normalize)
     batch = min(cfg.walt_batch_size, len(ds))
-    net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **dict(recipe.walt_overrides)).to(device)
+    net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **recipe.build_kwargs()).to(device)
     tcfg = _walt_train_config(cfg, steps, batch, recipe.p_self_cond, dict(recipe.diffusion))
     t0 = time.perf_counter()
     res = train_denoiser(tcfg, net, ds, folder, progress=progress)
@@ -225,6 +233,8 @@ def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: 
             "final_loss": statistics.mean(float(r["loss"]) for r in rows[-3:]),
             "train_steps_per_s": 1.0 / statistics.median(float(r["sec_per_step"]) for r in tail),
             "train_tokens_per_s": statistics.median(float(r["tokens_per_s"]) for r in tail),
+            "attention": net.config.attention,
+            "st_window": "x".join(str(v) for v in net.config.spatiotemporal_window),
             "tokens_per_clip": ds.latent_shape[1] * (ds.latent_shape[2] // cfg.patch_size)
             * (ds.latent_shape[3] // cfg.patch_size)}
 

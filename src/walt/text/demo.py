@@ -1,17 +1,21 @@
 """Text-to-video in miniature: prompts -> videos on the built-in captioned dataset, within a budget.
 
+    walt demo --text                                       # the main demo + this stage (--text-minutes)
     from walt.text.demo import text_demo
-    summary = text_demo("runs/t2v-demo", minutes=15, device="cpu")      # `walt demo --text` (wired by the CLI)
+    summary = text_demo("runs/t2v-demo", minutes=15, device="cpu")      # standalone: trains its own autoencoder
 
-Stages (the main demo's machinery, `walt.demo.run`, with text conditioning in stage 3):
-  1. the causal autoencoder (trained to a deadline, or reused: `vae=` a checkpoint or a demo folder);
-  2. the latent cache of `SyntheticVideos` clips, then their captions through the frozen text
-     encoder (all-MiniLM-L6-v2 offline by default; T5-XL in the paper) into the cache's text sidecar;
-  3. a small W.A.L.T with text cross-attention in its spatial layers (SPEC §2), trained on the
-     cached latents + caption features, captions dropped with p = 0.1 for classifier-free guidance;
-  4. DDIM samples for held-out captions (another dataset seed, so shape / colour / motion
-     combinations the model did not see as such), with and without guidance, written as
-     `text_samples/grid.png` (rows: real held-out clip | sample), one GIF per prompt and prompts.json.
+Stages (the main demo's machinery, `walt.demo`, with text conditioning in the denoiser):
+  1. the causal autoencoder and the latent cache of the demo's clips: `walt demo --text` reuses the
+     main demo's (`text_stage`); `text_demo` trains / encodes its own (or takes `vae=`);
+  2. the cache's captions through the frozen text encoder (all-MiniLM-L6-v2 offline by default;
+     T5-XL in the paper) into the cache's text sidecar (`walt.text.cache_text_embeddings`);
+  3. a small W.A.L.T with text cross-attention in its spatial layers (SPEC §2), trained from scratch
+     to a deadline on the cached latents + caption features, captions dropped with p = 0.1 for
+     classifier-free guidance;
+  4. DDIM samples for held-out captions (another dataset seed, the demo's appearance restriction:
+     shape / colour / motion combinations the model did not see as such), without guidance and with
+     `guidance_scale`, written as `text_samples/grid_guidance{g}.png` (rows: real held-out clip |
+     sample, labelled with the prompt), one MP4 + GIF per prompt and scale, and prompts.json.
 
 The synthetic captions name the motion class, the shape, its colours, texture and background,
 so how well a sample follows its prompt can be judged by eye against the real clip beside it.
@@ -26,25 +30,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["text_demo", "heldout_prompts"]
+__all__ = ["text_demo", "text_stage", "heldout_prompts"]
 
 
-def heldout_prompts(classes, resolution: int, num_frames: int, seed: int, per_class: int = 1):
-    """(prompts, real clips (N, 3, T, H, W)): the first `per_class` held-out clips of every class."""
-    from walt.data import SyntheticVideos
+def heldout_prompts(classes, resolution: int, num_frames: int, seed: int, per_class: int = 1,
+                    backgrounds: tuple[str, ...] = (), textures: tuple[str, ...] = (), shape_scale: float = 1.0):
+    """(prompts, real clips (N, 3, T, H, W)): the first `per_class` held-out clips of every class.
 
-    ds = SyntheticVideos(64 * len(classes), num_frames=num_frames, resolution=resolution, seed=seed + 10_007,
-                         classes=tuple(classes))
-    prompts, clips, count = [], [], {c: 0 for c in range(len(classes))}
-    for i in range(len(ds)):
-        item = ds[i]
-        if count[item["label"]] < per_class:
-            count[item["label"]] += 1
-            prompts.append(item["caption"])
-            clips.append(item["video"])
-        if all(v >= per_class for v in count.values()):
-            break
-    return prompts, torch.stack(clips)
+    Drawn like the demo's training clips (`walt.demo.data.DemoVideos` with the same appearance
+    restriction; none by default = `SyntheticVideos`) from the held-out seed `seed + 10_007`.
+    """
+    from walt.demo.data import DemoVideos
+
+    ds = DemoVideos(per_class * len(classes), num_frames=num_frames, resolution=resolution, seed=seed + 10_007,
+                    classes=tuple(classes), backgrounds=backgrounds, textures=textures, shape_scale=shape_scale)
+    items = [ds[i] for i in range(len(ds))]  # labels cycle through the classes: per_class of each
+    return [it["caption"] for it in items], torch.stack([it["video"] for it in items])
 
 
 def _resolve_vae(vae, device):
@@ -59,43 +60,22 @@ def _resolve_vae(vae, device):
     raise ValueError(f"vae={vae}: no autoencoder checkpoint there; pass a .safetensors file or a demo folder")
 
 
-def text_demo(
-    out_dir: str | Path,
-    minutes: float = 15.0,
-    device: str | torch.device = "cpu",
-    preset: str = "cpu",
-    vae: Any = None,
-    text_encoder: str = "minilm",
-    guidance_scale: float = 3.0,
-    seed: int = 0,
-    progress: bool = False,
-    **overrides: Any,
-) -> dict[str, Any]:
-    """Train a tiny text-conditioned W.A.L.T on captioned synthetic clips and write prompt -> video grids.
+def text_stage(cfg, out: str | Path, vae, device: str | torch.device, seed: int = 0, minutes: float = 5.0,
+               encoder: Any = None, guidance_scale: float | None = None, progress: bool = False) -> dict[str, Any]:
+    """Stages 2-4 above on an existing latent cache `out/cache` encoded by `vae` (`walt demo --text`).
 
     Args:
-        out_dir: everything goes here (vae/, cache/ with cache/text/, walt_text/, text_samples/, text_summary.json).
-        minutes: wall-clock budget of the whole run (the stages split it like `walt demo`).
-        device: "cpu" / "cuda" / a torch.device.
-        preset: `walt.demo.config` preset for sizes ("cpu", "gpu", "smoke"); `overrides` change its fields.
-        vae: None (train one, `vae_fraction` of the budget), a CausalVAE, or a checkpoint / demo folder.
-        text_encoder: `walt.text.build_text_encoder` spec: "minilm" (default) or "t5:PATH".
-        guidance_scale: classifier-free guidance of the guided samples (the unguided ones use 1).
-    Returns: a summary dict (also written to out_dir/text_summary.json).
+        cfg: the demo's `DemoConfig` (sizes, sampler, cfg.text_encoder, cfg.text_guidance_scale).
+        out: the demo folder: reads cache/, writes cache/text/, walt_text/ and text_samples/.
+        minutes: this stage's own budget: training ends at 1 - cfg.final_fraction of it.
+        encoder: an already built text encoder (default: `build_text_encoder(cfg.text_encoder)`).
+        guidance_scale: of the guided samples (default cfg.text_guidance_scale; unguided ones use 1).
+    Returns: a JSON-able summary (also written to out/text_summary.json).
     """
     from walt.data.latent_cache import LatentDataset
-    from walt.demo.config import demo_config
+    from walt.data.video_io import write_gif, write_mp4
+    from walt.demo.budget import _read_log, _say, _seconds_per_step, train_to_deadline
     from walt.demo.plots import save_labelled_grid, side_by_side
-    from walt.demo.run import (
-        _read_log,
-        _say,
-        _seconds_per_step,
-        encode_stage,
-        load_demo_vae,
-        train_to_deadline,
-        train_vae_stage,
-    )
-    from walt.data.video_io import write_gif
     from walt.denoiser import WALT
     from walt.diffusion import DiffusionLossConfig, DiffusionSchedule
     from walt.pipeline import generate
@@ -104,32 +84,22 @@ def text_demo(
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
-    cfg = demo_config(preset, **overrides)
-    device = torch.device(device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    budget = minutes * 60.0
-    summary: dict[str, Any] = {"preset": preset, "minutes": minutes, "device": str(device),
-                               "text_encoder": text_encoder, "guidance_scale": guidance_scale}
+    t0, budget = time.time(), minutes * 60.0
+    device, out = torch.device(device), Path(out)
+    guidance_scale = cfg.text_guidance_scale if guidance_scale is None else float(guidance_scale)
+    vae_net = _resolve_vae(vae, device)
+    enc = encoder if encoder is not None else build_text_encoder(cfg.text_encoder, device=device)
+    summary: dict[str, Any] = {"minutes": minutes, "device": str(device), "text_encoder": enc.name,
+                               "guidance_scale": guidance_scale}
 
-    # ---- 1-2: autoencoder, latent cache, caption features ----
-    if vae is None:
-        _say("text demo: training the autoencoder")
-        summary["vae"] = train_vae_stage(cfg, out, device, seed, t0 + cfg.vae_fraction * budget, progress)
-        vae_net = load_demo_vae(out, device)
-    else:
-        vae_net = _resolve_vae(vae, device)
-    _say("text demo: encoding the latent cache and the captions")
-    summary["cache"] = encode_stage(cfg, out, vae_net, device, seed, progress)
-    t_text = time.time()
-    enc = build_text_encoder(text_encoder, device=device)
+    # ---- caption features into the cache's sidecar (resumable; redone for another encoder) ----
+    t = time.time()
     cache_text_embeddings(out / "cache", enc, progress=progress)
-    summary["text_cache_seconds"] = time.time() - t_text
+    summary["text_cache_seconds"] = time.time() - t
     ds, text = LatentDataset(out / "cache"), TextEmbeddings(out / "cache", weights_id=enc.weights_id)
     summary["text_features"] = {**text.encoder_info, "max_tokens": text.max_tokens}
 
-    # ---- 3: the text-conditioned denoiser, trained to the deadline ----
+    # ---- the text-conditioned denoiser, trained to the deadline ----
     c, t_lat, h, w = ds.latent_shape
     torch.manual_seed(seed)
     net = WALT.from_preset(
@@ -137,6 +107,9 @@ def text_demo(
         spatial_window=(1, h, w), spatiotemporal_window=(t_lat, max(1, h // 2), max(1, w // 2)), **cfg.walt_kwargs(),
     ).to(device)
     folder = out / "walt_text"
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
     batch = min(cfg.walt_batch_size, len(ds))
 
     def tcfg(steps: int, log_every: int) -> DenoiserTrainConfig:
@@ -156,42 +129,100 @@ def text_demo(
         return _seconds_per_step([r for r in _read_log(folder / "log.csv") if r["step"] > since], batch,
                                  "sec_per_step")
 
-    _say(f"text demo: training W.A.L.T with {text.encoder_name} text cross-attention")
+    _say(f"  text: training W.A.L.T with {text.encoder_name} text cross-attention")
     t_walt = time.time()
     deadline = t0 + (1.0 - cfg.final_fraction) * budget
     steps = train_to_deadline(train_until, pace, deadline, cfg.calibration_steps, cfg.walt_min_steps, "text denoiser")
     rows = _read_log(folder / "log.csv")
     summary["walt"] = {"seconds": time.time() - t_walt, "steps": steps, "params": sum(p.numel() for p in net.parameters()),
-                       "first_loss": rows[0]["loss"], "final_loss": sum(r["loss"] for r in rows[-5:]) / len(rows[-5:])}
+                       "first_loss": rows[0]["loss"], "final_loss": sum(r["loss"] for r in rows[-5:]) / len(rows[-5:]),
+                       "clips_per_s": sorted(r["clips_per_s"] for r in rows)[len(rows) // 2]}
 
-    # ---- 4: held-out prompts -> videos, unguided and guided ----
+    # ---- held-out prompts -> videos, unguided and guided ----
+    t_sample = time.time()
     ema = WALT.load(folder / "walt_ema.safetensors").to(device).eval()
-    prompts, real = heldout_prompts(cfg.classes, cfg.resolution, cfg.num_frames, seed)
+    prompts, real = heldout_prompts(cfg.classes, cfg.resolution, cfg.num_frames, seed, backgrounds=cfg.backgrounds,
+                                    textures=cfg.textures, shape_scale=cfg.shape_scale)
     tokens, mask = enc.encode(prompts)
     u_tok, u_mask = null_text(*tokens.shape, device=tokens.device)
     seeds = [seed * 100_003 + i for i in range(len(prompts))]
-    schedule = DiffusionSchedule()
-    shape = (len(prompts), c, t_lat, h, w)
+    schedule = DiffusionSchedule(tcfg(1, 1).diffusion)
     videos = {}
-    for g in (1.0, float(guidance_scale)):
-        z = generate(ema, schedule, shape, sampler=cfg.sampler, steps=cfg.sample_steps, seeds=seeds,
-                     text=tokens, text_mask=mask, uncond_text=u_tok, uncond_text_mask=u_mask, guidance_scale=g,
-                     latent_stats=ds.stats)  # (N, c, t, h, w) raw VAE space
+    for g in dict.fromkeys((1.0, guidance_scale)):
+        z = generate(ema, schedule, (len(prompts), c, t_lat, h, w), sampler=cfg.sampler, steps=cfg.sample_steps,
+                     seeds=seeds, text=tokens, text_mask=mask, uncond_text=u_tok, uncond_text_mask=u_mask,
+                     guidance_scale=g, latent_stats=ds.stats)  # (N, c, t, h, w) raw VAE space
         with torch.no_grad():
             videos[g] = vae_net.decode(z.to(device)).float().clamp(-1, 1).cpu()  # (N, 3, T, H, W)
     samples = out / "text_samples"
-    samples.mkdir(exist_ok=True)
+    shutil.rmtree(samples, ignore_errors=True)
+    samples.mkdir()
     width = min(720, int(5.5 * max(len(p) for p in prompts)) + 12)  # default Pillow font: ~5.5 px per char
+    grids, files = [], [[] for _ in prompts]
     for g, vids in videos.items():
+        grids.append(f"text_samples/grid_guidance{g:g}.png")
         rows_ = torch.stack([side_by_side(r, v) for r, v in zip(real, vids)])  # real | sample
-        save_labelled_grid(samples / f"grid_guidance{g:g}.png", rows_, prompts, label_width=width)
+        save_labelled_grid(out / grids[-1], rows_, prompts, label_width=width)
         for i, v in enumerate(vids):
-            write_gif(samples / f"prompt{i:02d}_guidance{g:g}.gif", v, fps=cfg.fps)
+            stem = f"prompt{i:02d}_guidance{g:g}"
+            write_gif(samples / f"{stem}.gif", v, fps=cfg.fps)
+            write_mp4(samples / f"{stem}.mp4", v, fps=cfg.fps)
+            files[i] += [f"{stem}.gif", f"{stem}.mp4"]
     (samples / "prompts.json").write_text(json.dumps(
-        [{"prompt": p, "seed": s, "gifs": [f"prompt{i:02d}_guidance{g:g}.gif" for g in videos]}
-         for i, (p, s) in enumerate(zip(prompts, seeds))], indent=2))
-    summary.update(prompts=prompts, samples=str(samples), seconds=time.time() - t0)
+        [{"prompt": p, "seed": s, "gifs": [f for f in fs if f.endswith(".gif")], "videos": fs}
+         for p, s, fs in zip(prompts, seeds, files)], indent=2))
+    summary.update(prompts=prompts, grids=grids, samples="text_samples", guidance_scales=list(videos),
+                   sample_seconds=time.time() - t_sample, seconds=time.time() - t0)
     (out / "text_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    _say(f"text demo: wrote {len(prompts)} prompt(s) x {len(videos)} guidance scale(s) to {samples} "
-         f"in {summary['seconds'] / 60:.1f} min")
+    _say(f"  text: wrote {len(prompts)} prompt(s) x {len(videos)} guidance scale(s) to {samples}")
+    return summary
+
+
+def text_demo(
+    out_dir: str | Path,
+    minutes: float = 15.0,
+    device: str | torch.device = "cpu",
+    preset: str = "cpu",
+    vae: Any = None,
+    text_encoder: str = "minilm",
+    guidance_scale: float = 3.0,
+    seed: int = 0,
+    progress: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Standalone: train (or take) an autoencoder, encode a cache, then `text_stage` in what is left.
+
+    Args:
+        out_dir: everything goes here (vae/, cache/ with cache/text/, walt_text/, text_samples/, text_summary.json).
+        minutes: wall-clock budget of the whole run (the stages split it like `walt demo`).
+        device: "cpu" / "cuda" / a torch.device.
+        preset: `walt.demo.config` preset for sizes ("cpu", "gpu", "smoke"); `overrides` change its fields.
+        vae: None (train one, `vae_fraction` of the budget), a CausalVAE, or a checkpoint / demo folder.
+        text_encoder: `walt.text.build_text_encoder` spec: "minilm" (default) or "t5:PATH".
+        guidance_scale: classifier-free guidance of the guided samples (the unguided ones use 1).
+    Returns: a summary dict (also written to out_dir/text_summary.json).
+    """
+    from walt.demo.budget import _say
+    from walt.demo.config import demo_config
+    from walt.demo.stages import encode_stage, load_demo_vae, train_vae_stage
+
+    if not minutes > 0:
+        raise ValueError(f"minutes must be > 0, got {minutes}")
+    cfg = demo_config(preset, text_encoder=text_encoder, text_guidance_scale=guidance_scale, **overrides)
+    device, out = torch.device(device), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0, budget = time.time(), minutes * 60.0
+    first: dict[str, Any] = {"preset": preset}
+    if vae is None:
+        _say("text demo: training the autoencoder")
+        first["vae"] = train_vae_stage(cfg, out, device, seed, t0 + cfg.vae_fraction * budget, progress)
+        vae_net = load_demo_vae(out, device)
+    else:
+        vae_net = _resolve_vae(vae, device)
+    _say("text demo: encoding the latent cache and the captions")
+    first["cache"] = encode_stage(cfg, out, vae_net, device, seed, progress)
+    left = max(budget - (time.time() - t0), 1.0) / 60.0
+    summary = {**first, **text_stage(cfg, out, vae_net, device, seed, minutes=left, progress=progress)}
+    summary.update(minutes=minutes, seconds=time.time() - t0)
+    (out / "text_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

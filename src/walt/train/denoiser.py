@@ -10,7 +10,8 @@ Same design as the autoencoder loop (`walt.train.vae`, reusing `walt.train.commo
   - the data position is explicit: a seeded permutation per epoch split across ranks
     (`ResumableBatchSampler`), stored as (epoch, batch in epoch) in every checkpoint;
   - the loss's random draws (t, noise, coin flips) come from a generator seeded by
-    (seed, step, rank, micro-batch), so they do not depend on how the run was split;
+    (seed, step, rank, micro-batch), so they do not depend on where the run was interrupted
+    (they do depend on grad_accum and world size: k micro-batches draw from k streams);
   - hence a run interrupted at step k and resumed reproduces the uninterrupted run exactly
     (same device, thread count and world size);
   - checkpoints hold model, EMA, optimiser, scheduler, data position, RNG states and every config
@@ -26,29 +27,27 @@ Parallelism / compile / activation checkpointing are applied from outside the mo
 Outputs in `out_dir` (rank 0 only):
   log.csv, tb/ (TensorBoard, if installed), checkpoints/step_XXXXXXXX.safetensors,
   samples/step_XXXXXXXX.{safetensors,png,gif} (EMA model, DDIM), walt.safetensors, walt_ema.safetensors
+
+The configuration and the pre-flight checks live in `walt.train.denoiser_config`, the metrics log
+and periodic samples in `walt.train.denoiser_outputs`; every name is re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
 
 import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
 from walt.autoencoder.latent_stats import LatentStats
-from walt.checkpoint import atomic_write, save_checkpoint
+from walt.checkpoint import save_checkpoint
 from walt.config import config_to_dict
-from walt.diffusion.loss import DiffusionLossConfig, diffusion_loss
-from walt.diffusion.schedule import DiffusionConfig, DiffusionSchedule
+from walt.diffusion.loss import diffusion_loss
+from walt.diffusion.schedule import DiffusionSchedule
 from walt.train.common import (
     EMA,
     NonFiniteLossError,
@@ -61,6 +60,16 @@ from walt.train.common import (
     save_training_state,
     warmup_cosine_scheduler,
 )
+from walt.train.denoiser_config import (  # noqa: F401  (re-exported: walt.commands.train uses the checks)
+    _RESUMABLE_CHANGES,
+    DenoiserTrainConfig,
+    DenoiserTrainResult,
+    _check_data,
+    _check_resumable,
+    _check_text,
+    is_image_step,
+)
+from walt.train.denoiser_outputs import LOG_COLUMNS, TrainLog, write_samples  # noqa: F401
 from walt.train.distributed import (
     GracefulStop,
     ResumableBatchSampler,
@@ -81,135 +90,11 @@ from walt.train.distributed import (
 
 __all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "NonFiniteLossError", "train_denoiser", "is_image_step"]
 
-# Settings that may change when a run is resumed without changing what a step computes
-# (`steps` re-shapes the cosine tail: that is how a run is extended).
-_RESUMABLE_CHANGES = {
-    "steps", "log_every", "ckpt_every", "keep_checkpoints", "sample_every", "sample_clips", "sample_steps",
-    "tensorboard", "compile", "activation_checkpointing", "parallel",
-}
-
-LOG_COLUMNS = (
-    "step", "epoch", "lr", "loss", "loss_video", "loss_image", "grad_norm", "frac_self_cond", "frac_uncond",
-    "frac_frame_pred", "tokens_per_s", "clips_per_s", "sec_per_step", "frac_uncond_text",
-)
-
-
-@dataclass(frozen=True)
-class DenoiserTrainConfig:
-    """Transformer training hyper-parameters. Defaults: W.A.L.T-XL on UCF-101 (SPEC §3) where stated.
-
-    `batch_size` is the GLOBAL batch per optimizer step (paper: 256), split evenly over
-    ranks and then over `grad_accum` micro-batches: batch_size % (world_size * grad_accum) == 0.
-    `precision`: "auto" = bf16 autocast on CUDA, fp32 on CPU.
-    `image_ratio`: fraction of steps that take an image batch from the image cache (joint
-    image-video training; 0.5 alternates); ignored without an image cache.
-    """
-
-    steps: int = 60_000  # paper: 60k (ablations 35k)
-    batch_size: int = 256  # global; paper: 256
-    grad_accum: int = 1
-    lr: float = 5e-4  # paper: AdamW 5e-4, cosine
-    min_lr: float = 0.0
-    warmup_steps: int = 1_000  # *choice*: not stated
-    betas: tuple[float, float] = (0.9, 0.999)  # *choice*: not stated (AdamW defaults)
-    weight_decay: float = 0.0  # *choice* (DiT)
-    eps: float = 1e-8
-    grad_clip: float = 1.0  # global L2 norm; <= 0 disables clipping
-    ema_decay: float = 0.9999  # *choice* (DiT); the paper says only "EMA"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    activation_checkpointing: bool = False
-    compile: bool = False
-    parallel: Literal["none", "ddp", "fsdp"] = "none"
-    image_ratio: float = 0.0
-    image_batch_size: Optional[int] = None  # global; None: batch_size
-    log_every: int = 50
-    ckpt_every: int = 1_000
-    keep_checkpoints: int = 2
-    sample_every: int = 0  # 0: no periodic samples
-    sample_clips: int = 4
-    sample_steps: int = 50  # DDIM steps (paper: 50)
-    seed: int = 0
-    tensorboard: bool = True  # also log to TensorBoard when it is installed
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    loss: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "log_every", "ckpt_every", "keep_checkpoints",
-                     "sample_clips", "sample_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DenoiserTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.min_lr < 0 or self.warmup_steps < 0 or self.sample_every < 0:
-            raise ValueError("DenoiserTrainConfig: lr must be > 0; min_lr, warmup_steps, sample_every >= 0")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"DenoiserTrainConfig.betas must be in [0, 1), got {self.betas}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"DenoiserTrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
-        if self.parallel not in ("none", "ddp", "fsdp"):
-            raise ValueError(f"DenoiserTrainConfig.parallel must be 'none', 'ddp' or 'fsdp', got {self.parallel!r}")
-        if not 0.0 <= self.image_ratio <= 1.0:
-            raise ValueError(f"DenoiserTrainConfig.image_ratio must be in [0, 1], got {self.image_ratio}")
-        if self.image_batch_size is not None and self.image_batch_size < 1:
-            raise ValueError(f"DenoiserTrainConfig.image_batch_size must be >= 1, got {self.image_batch_size}")
-
-
-@dataclass
-class DenoiserTrainResult:
-    step: int  # completed steps
-    metrics: dict[str, float]  # the last logged row
-    checkpoint: Path | None  # newest training-state checkpoint
-    model_path: Path | None  # final raw weights (only when the run reached cfg.steps)
-    ema_path: Path | None  # final EMA weights
-    interrupted: bool = False  # stopped early by SIGTERM / SIGINT or `stop_at` (a checkpoint was written)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def is_image_step(step: int, ratio: float) -> bool:
-    """Step `step` takes an image batch: exactly round(ratio * n) of any n first steps do (0.5 alternates)."""
-    return ratio > 0 and math.floor((step + 1) * ratio + 1e-9) > math.floor(step * ratio + 1e-9)
+_Logger, _write_samples = TrainLog, write_samples  # the names before the split
 
 
 def _loss_seed(seed: int, step: int, rank: int, micro: int) -> int:
     return (((seed * 1_000_003 + step) * 1_009 + rank) * 101 + micro) % (2**63)
-
-
-class _Logger:
-    """Rank-0 metrics: append-only CSV (rows past a resumed checkpoint are dropped) + optional TensorBoard."""
-
-    def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool):
-        self.path = out_dir / "log.csv"
-        if resume_step is not None and self.path.is_file():
-            with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-            atomic_write(self.path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-        else:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(",".join(LOG_COLUMNS) + "\n")
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
-
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:
-                self.tb = None
-
-    def write(self, row: dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore").writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, int(row["step"]))
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 class _LossView:
@@ -239,51 +124,6 @@ class _LossView:
                 with torch.no_grad():  # match another rank's self-conditioning pass
                     self.wrapped(*args, **kwargs)
         return self.wrapped(*args, **kwargs)
-
-
-def _check_data(ds, net: nn.Module, what: str) -> None:
-    cfg = net.config
-    c, t, h, w = ds.latent_shape
-    t_max, h_cfg, w_cfg = cfg.input_size
-    if c != cfg.in_channels or (h, w) != (h_cfg, w_cfg) or not 1 <= t <= t_max:
-        raise ValueError(f"{what} latents are (c, t, h, w) = {(c, t, h, w)} but the network takes "
-                         f"{cfg.in_channels} channels, up to {t_max} frames of {h_cfg}x{w_cfg}; build it with "
-                         f"in_channels={c}, input_size=({max(t, t_max)}, {h}, {w})")
-    if cfg.num_classes > 0:
-        lo, hi = int(ds.labels.min()), int(ds.labels.max())
-        if lo < 0 or hi >= cfg.num_classes:
-            raise ValueError(f"{what} labels span [{lo}, {hi}] but the network has num_classes={cfg.num_classes}; "
-                             "use a class-conditional cache with labels in range, or num_classes=0")
-
-
-def _check_text(text_embeddings, ds, net: nn.Module) -> dict | None:
-    """The text features must fit the network (text_dim) and the latent cache (items, VAE); returns their info."""
-    text_dim = getattr(net.config, "text_dim", 0)
-    if text_embeddings is None:
-        return None
-    if text_dim <= 0:
-        raise ValueError("text embeddings were given but the network has text_dim=0; build it with "
-                         f"text_dim={text_embeddings.dim}")
-    if text_embeddings.dim != text_dim:
-        raise ValueError(f"the text features are {text_embeddings.dim}-d but the network has text_dim={text_dim}; "
-                         f"build it with text_dim={text_embeddings.dim}")
-    if len(text_embeddings) != len(ds) or text_embeddings.vae_sha256 != ds.vae_sha256:
-        raise ValueError("the text embeddings belong to another latent cache (item count or VAE differ); "
-                         "cache them again for this one")
-    return dict(text_embeddings.encoder_info)
-
-
-def _check_resumable(state: dict, cfg: DenoiserTrainConfig, walt_config: dict, vae_hash: str, ckpt: Path) -> None:
-    if state.get("walt_config") != walt_config:
-        raise ValueError(f"{ckpt} was trained with a different WALT config; use a new out_dir or the same preset")
-    if state.get("cache", {}).get("vae_sha256") != vae_hash:
-        raise ValueError(f"{ckpt} was trained on latents of a different VAE; use a new out_dir or the original cache")
-    old, new = state["train_config"], config_to_dict(cfg)
-    diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
-    if diff:
-        k = diff[0]
-        raise ValueError(f"{ckpt} was trained with {k}={old.get(k)!r}, now {k}={new.get(k)!r}; "
-                         "use a new out_dir (or resume=False there) to start a different run")
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -316,7 +156,7 @@ def train_denoiser(
             decoded to PNG / GIF.
         resume: continue from the newest checkpoint in `out_dir/checkpoints` if any; with
             resume=False an out_dir that already holds checkpoints is refused.
-        progress: tqdm bar on rank 0 (loss, tokens/s).
+        progress: tqdm bar on rank 0 (loss, tokens/s, clips/s).
         stop_at: end this call (with a checkpoint) once this many steps are done, keeping the
             schedule of `cfg.steps` (time-limited jobs; the next call resumes).
         text_embeddings: optional `walt.text.TextEmbeddings` of `latent_dataset` (its caption
@@ -410,7 +250,7 @@ def train_denoiser(
         sched.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
         state = None  # free the host copy
-    logger = _Logger(out_dir, start if last_ckpt is not None else None, cfg.tensorboard) if is_main() else None
+    logger = TrainLog(out_dir, start if last_ckpt is not None else None, cfg.tensorboard) if is_main() else None
 
     def save(step: int) -> Path:
         # Gathering is collective under FSDP: every rank takes part, rank 0 writes.
@@ -511,7 +351,8 @@ def train_denoiser(
                                     clips_per_s=clips_window / elapsed, sec_per_step=elapsed / n_window)
                     if logger is not None:
                         logger.write(last_row)
-                    pbar.set_postfix(loss=f"{last_row['loss']:.4f}", tok_s=f"{last_row['tokens_per_s']:.0f}")
+                    pbar.set_postfix(loss=f"{last_row['loss']:.4f}", tok_s=f"{last_row['tokens_per_s']:.0f}",
+                                     clips_s=f"{last_row['clips_per_s']:.1f}")
                     window.clear()
                     counts.clear()
                     t_window, n_window, clips_window, tokens_window = time.perf_counter(), 0, 0, 0
@@ -519,7 +360,7 @@ def train_denoiser(
                 if done % cfg.ckpt_every == 0 or done == cfg.steps or interrupted:
                     last_ckpt = save(done)
                 if cfg.sample_every and done % cfg.sample_every == 0:
-                    _write_samples(ema.module, schedule, stats, out_dir / "samples", done, cfg, vae,
+                    write_samples(ema.module, schedule, stats, out_dir / "samples", done, cfg, vae,
                                    sample_on_all_ranks=cfg.parallel == "fsdp" and world > 1,
                                    text_embeddings=text_embeddings)
                 pbar.update(1)
@@ -547,44 +388,3 @@ def train_denoiser(
                                    **extra})
     barrier()
     return DenoiserTrainResult(cfg.steps, last_row, last_ckpt, model_path, ema_path)
-
-
-@torch.no_grad()
-def _write_samples(ema_net: nn.Module, schedule: DiffusionSchedule, stats: LatentStats, folder: Path, step: int,
-                   cfg: DenoiserTrainConfig, vae: nn.Module | None, sample_on_all_ranks: bool,
-                   text_embeddings=None) -> None:
-    """DDIM samples of the EMA model (fixed seeds and labels, so runs are comparable over time).
-
-    Writes samples/step_XXXXXXXX.safetensors (raw-space latents) and, with a VAE, a frame-grid
-    PNG and a GIF per clip. Under FSDP every rank runs the (collective) sampling; rank 0 writes.
-    """
-    from safetensors.torch import save_file
-
-    from walt.data.video_io import write_frame_grid_png, write_gif
-    from walt.pipeline import generate
-
-    if not (is_main() or sample_on_all_ranks):
-        barrier()
-        return
-    c = ema_net.config
-    n = cfg.sample_clips
-    device = next(ema_net.parameters()).device
-    y = torch.arange(n, device=device) % c.num_classes if c.num_classes > 0 else None
-    text = {}
-    if text_embeddings is not None:  # the captions of the first n cache items
-        tok, msk = text_embeddings.batch(torch.arange(n) % len(text_embeddings))
-        text = {"text": tok.to(device), "text_mask": msk.to(device)}
-    z = generate(ema_net, schedule, (n, c.in_channels, *c.input_size), sampler="ddim", steps=cfg.sample_steps,
-                 y=y, seeds=list(range(n)), latent_stats=stats, **text)  # (n, c, T, h, w) raw VAE space
-    if is_main():
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = folder / f"step_{step:08d}"
-        latents = z.detach().float().cpu().contiguous()
-        atomic_write(stem.with_suffix(".safetensors"), lambda tmp: save_file({"latents": latents}, tmp))
-        if vae is not None:
-            vae_p = next(vae.parameters())
-            video = vae.decode(z.to(vae_p.device, vae_p.dtype)).float().clamp(-1, 1).cpu()  # (n, 3, T, H, W)
-            write_frame_grid_png(stem.with_suffix(".png"), video)
-            for i in range(n):
-                write_gif(folder / f"step_{step:08d}_{i}.gif", video[i])
-    barrier()
