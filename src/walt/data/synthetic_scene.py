@@ -158,7 +158,12 @@ def caption_for(label_name: str, p: ClipParams) -> str:
         p.bg_kind, f"{p.bg_color_name} {p.bg_kind}"
     )
     motion = _MOTION_PHRASE[label_name]
-    return f"a {p.color_name} and {p.color2_name} {p.texture} {p.shape} {motion} on a {bg} background"
+    return f"{_a(p.color_name)} and {p.color2_name} {p.texture} {p.shape} {motion} on {_a(bg)} background"
+
+
+def _a(phrase: str) -> str:
+    """English indefinite article: "an orange ...", "a red ..."."""
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
 # ---------------------------------------------------------------------------- rendering

@@ -133,11 +133,9 @@ class I3DSource:
 
 def fvd_dataset(cfg: DemoConfig, seed: int):
     """2 x fvd_clips real clips from a seed no stage trains on (A = first half, B = second half)."""
-    from walt.demo.data import DemoVideos
+    from walt.demo.data import demo_videos
 
-    return DemoVideos(2 * cfg.fvd_clips, num_frames=cfg.num_frames, resolution=cfg.resolution, seed=seed + 20_011,
-                      classes=cfg.classes, backgrounds=cfg.backgrounds, textures=cfg.textures,
-                      shape_scale=cfg.shape_scale)
+    return demo_videos(cfg, 2 * cfg.fvd_clips, seed + 20_011)
 
 
 @dataclass

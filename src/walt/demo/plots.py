@@ -53,8 +53,11 @@ def side_by_side(a: torch.Tensor, b: torch.Tensor, gap: int = 2) -> torch.Tensor
     return torch.cat([a, white, b.to(a.dtype)], dim=-1)
 
 
-def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list[dict]) -> Path:
-    """One PNG with three panels: autoencoder losses, autoencoder PSNR, denoiser loss (log scales)."""
+def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list[dict], recon: str = "L1") -> Path:
+    """One PNG with three panels: autoencoder losses, autoencoder PSNR, denoiser loss (log scales).
+
+    `recon` names the reconstruction term in the legend ("L1", "L2", "L1+L2").
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,8 +67,8 @@ def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list
     ax = axes[0]
     if vae_rows:
         steps = [r["step"] for r in vae_rows]
-        ax.plot(steps, [r["g_total"] for r in vae_rows], label="total (5 L1 + KL)")
-        ax.plot(steps, [r["recon"] for r in vae_rows], label="L1 reconstruction")
+        ax.plot(steps, [r["g_total"] for r in vae_rows], label=f"total (5 {recon}" + (" + KL)" if any(r.get("kl") for r in vae_rows) else ")"))
+        ax.plot(steps, [r["recon"] for r in vae_rows], label=f"{recon} reconstruction")
         if any(r.get("kl") for r in vae_rows):
             ax.plot(steps, [r.get("kl", float("nan")) * 1e-3 for r in vae_rows], label="KL / 1000", alpha=0.6)
         ax.set_yscale("log")

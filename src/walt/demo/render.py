@@ -122,16 +122,19 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
         machine += f"; load average at start {', '.join(f'{x:.1f}' for x in mach['load_average_at_start'])}"
     from walt.data.synthetic import BACKGROUNDS, TEXTURES
 
-    if cfg["backgrounds"] or cfg["textures"] or cfg["shape_scale"] != 1.0:
+    speed = cfg.get("speed_scale", 1.0)
+    if cfg["backgrounds"] or cfg["textures"] or cfg["shape_scale"] != 1.0 or speed != 1.0:
         appearance = (
             "Differs from the full built-in dataset (to fit the budget; `walt.demo.data`): backgrounds "
             f"{', '.join(cfg['backgrounds'] or BACKGROUNDS)} only (of {len(BACKGROUNDS)}), shape textures "
-            f"{', '.join(cfg['textures'] or TEXTURES)} only (of {len(TEXTURES)}), shapes {cfg['shape_scale']:g}x larger; "
-            "classes, motions, shapes and colours are unchanged.")
+            f"{', '.join(cfg['textures'] or TEXTURES)} only (of {len(TEXTURES)}), shapes {cfg['shape_scale']:g}x larger, "
+            f"motions {speed:g}x faster; classes, motions, shapes and colours are unchanged.")
     else:
         appearance = "Clips are the full built-in dataset (`walt.data.SyntheticVideos`), no appearance restriction."
-    training = ("Autoencoder loss: 5 L1 + KL (weight "
-                f"{cfg['vae_kl_weight']:g}); no perceptual or adversarial term (no pretrained perceptual network "
+    recon = {"l1": "5 L1", "l2": "5 L2", "l1+l2": "5 (L1 + L2)"}[cfg.get("vae_recon_type", "l1")]
+    kl_on = dict(map(tuple, cfg.get("vae_overrides", []))).get("kl", True)
+    kl = f" + KL (weight {cfg['vae_kl_weight']:g})" if kl_on else ", deterministic latent (no KL posterior)"
+    training = (f"Autoencoder loss: {recon}{kl}; no perceptual or adversarial term (no pretrained perceptual network "
                 "offline; a GAN does not pay off in minutes). Denoiser: v-prediction MSE, self-conditioning 0.9, "
                 f"frame prediction {cfg['p_frame_pred']:g}, label dropout 0.1, EMA {cfg['walt_ema_decay']:g}.")
     return [

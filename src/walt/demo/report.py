@@ -135,7 +135,8 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
     inter = torch.stack([v for pair in zip(real[:m], recon[:m]) for v in pair])
     save_labelled_grid(out / "reconstructions_grid.png", inter,
                        [f"{names[real_labels[i]]} {kind}" for i in range(m) for kind in ("real", "recon")])
-    save_training_curves(out / "curves.png", _read_log(out / "vae" / "log.csv"), _read_log(out / "walt" / "log.csv"))
+    save_training_curves(out / "curves.png", _read_log(out / "vae" / "log.csv"), _read_log(out / "walt" / "log.csv"),
+                         recon=cfg.vae_recon_type.upper())
     fvd = stages["walt"].get("fvd") or {}
     if fvd.get("points"):
         save_fvd_curve(out / "fvd_curve.png", fvd)

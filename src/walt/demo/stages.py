@@ -26,20 +26,16 @@ from walt.demo.config import DemoConfig
 
 
 def train_dataset(cfg: DemoConfig, seed: int, num_frames: int | None = None):
-    from walt.demo.data import DemoVideos
+    from walt.demo.data import demo_videos
 
-    return DemoVideos(cfg.train_clips, num_frames=num_frames or cfg.num_frames, resolution=cfg.resolution,
-                      seed=seed, classes=cfg.classes, backgrounds=cfg.backgrounds, textures=cfg.textures,
-                      shape_scale=cfg.shape_scale)
+    return demo_videos(cfg, cfg.train_clips, seed, num_frames)
 
 
 def heldout_dataset(cfg: DemoConfig, seed: int):
     """Clips the autoencoder and the denoiser never see: same generator, another seed."""
-    from walt.demo.data import DemoVideos
+    from walt.demo.data import demo_videos
 
-    return DemoVideos(cfg.heldout_clips, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                      seed=seed + 10_007, classes=cfg.classes, backgrounds=cfg.backgrounds, textures=cfg.textures,
-                      shape_scale=cfg.shape_scale)
+    return demo_videos(cfg, cfg.heldout_clips, seed + 10_007)
 
 
 def _vae_batch_fn(dataset, batch_size: int, seed: int) -> Callable[[int], torch.Tensor]:
@@ -94,7 +90,7 @@ def train_vae_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int,
             steps=steps, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, warmup_steps=cfg.vae_warmup_steps,
             betas=(0.9, 0.99), ema_decay=0.99, log_every=1, ckpt_every=every, keep_checkpoints=1, seed=seed,
             precision="bf16" if device.type == "cuda" else "fp32", discriminator=None,
-            loss=VAELossConfig(kl_weight=cfg.vae_kl_weight),
+            loss=VAELossConfig(recon_type=cfg.vae_recon_type, kl_weight=cfg.vae_kl_weight),
         )
 
     def train_until(total: int, stop_at: int | None) -> int:

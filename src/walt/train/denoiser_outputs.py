@@ -1,15 +1,14 @@
 """What the transformer training loop writes besides checkpoints: the metrics log and periodic samples.
 
-`TrainLog` (rank 0): an append-only `log.csv` with the columns `LOG_COLUMNS` (on resume, the rows
-after the resumed step are dropped, so every step appears once) plus TensorBoard scalars when the
-optional `tensorboard` package is installed. `write_samples`: DDIM samples of the EMA model with
-fixed seeds and labels (SPEC §3: 50 DDIM steps by default) so a run can be watched over time.
+`TrainLog` (rank 0): `walt.train.metrics_log.MetricsLog` (the autoencoder loop's log too) with the
+columns `LOG_COLUMNS`: an append-only `log.csv` (on resume, the rows after the resumed step are
+dropped, so every step appears once) plus TensorBoard scalars when `tensorboard` is installed.
+`write_samples`: DDIM samples of the EMA model with fixed seeds and labels (SPEC §3: 50 DDIM
+steps by default) so a run can be watched over time.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from walt.checkpoint import atomic_write
 from walt.diffusion.schedule import DiffusionSchedule
 from walt.train.denoiser_config import DenoiserTrainConfig
 from walt.train.distributed import barrier, is_main
+from walt.train.metrics_log import MetricsLog
 
 __all__ = ["LOG_COLUMNS", "TrainLog", "write_samples"]
 
@@ -29,42 +29,11 @@ LOG_COLUMNS = (
 )
 
 
-class TrainLog:
-    """Rank-0 metrics: append-only CSV (rows past a resumed checkpoint are dropped) + optional TensorBoard."""
+class TrainLog(MetricsLog):
+    """Rank-0 metrics of the transformer loop: `MetricsLog` with the columns `LOG_COLUMNS`."""
 
     def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool):
-        self.path = out_dir / "log.csv"
-        if resume_step is not None and self.path.is_file():
-            with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-            atomic_write(self.path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
-        else:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(",".join(LOG_COLUMNS) + "\n")
-        self.tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
-
-                self.tb = SummaryWriter(str(out_dir / "tb"))
-            except ImportError:
-                self.tb = None
-
-    def write(self, row: dict[str, float]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore").writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, int(row["step"]))
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        super().__init__(out_dir, LOG_COLUMNS, resume_step, tensorboard)
 
 
 @torch.no_grad()
