@@ -24,9 +24,10 @@ on this project's 2-core machine (see the report of `walt demo` and `walt.demo.d
   * denoiser: width 96, depth 4, 4 heads (~0.6M parameters), batch 16, lr 2e-3, patch size 2
     (80 tokens per clip instead of 320). Patch 2 made a step ~4.5x cheaper here (0.43 vs 1.95 s
     on one busy core, same machine and load) and, at equal compute (3400 vs 860 steps on the
-    same autoencoder), gave temporally coherent samples of one object on a clean background
-    where patch 1 gave flickering patchwork (its windows also split the 8x8 grid into 4x4
-    quadrants that showed in the samples); lr 2e-3 vs 1e-3: loss 0.248 vs 0.271 after 600 steps;
+    same autoencoder), gave samples with one background colour and one localised (still
+    blob-like, not yet recognisable) object, where patch 1 gave flickering patchwork (its
+    windows also split the 8x8 grid into 4x4 quadrants that showed in the samples); lr 2e-3 vs
+    1e-3: loss 0.248 vs 0.271 after 600 steps;
   * class-conditional samples use classifier-free guidance 3 (the paper uses none): on that
     3400-step denoiser it brought the samples' per-class motion energy close to the real clips'
     (e.g. growing 0.019 vs real 0.016, rotating 0.037 vs 0.023) where guidance 1 gave 0.035-0.054

@@ -131,10 +131,10 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
             f"motions {speed:g}x faster; classes, motions, shapes and colours are unchanged.")
     else:
         appearance = "Clips are the full built-in dataset (`walt.data.SyntheticVideos`), no appearance restriction."
-    recon = {"l1": "5 L1", "l2": "5 L2", "l1+l2": "5 (L1 + L2)"}[cfg.get("vae_recon_type", "l1")]
+    recon = {"l1": "5 x L1", "l2": "5 x L2", "l1+l2": "5 x (L1 + L2)"}[cfg.get("vae_recon_type", "l1")]
     kl_on = dict(map(tuple, cfg.get("vae_overrides", []))).get("kl", True)
     kl = f" + KL (weight {cfg['vae_kl_weight']:g})" if kl_on else ", deterministic latent (no KL posterior)"
-    training = (f"Autoencoder loss: {recon}{kl}; no perceptual or adversarial term (no pretrained perceptual network "
+    training = (f"Autoencoder loss: {recon} reconstruction{kl}; no perceptual or adversarial term (no pretrained perceptual network "
                 "offline; a GAN does not pay off in minutes). Denoiser: v-prediction MSE, self-conditioning 0.9, "
                 f"frame prediction {cfg['p_frame_pred']:g}, label dropout 0.1, EMA {cfg['walt_ema_decay']:g}.")
     return [
