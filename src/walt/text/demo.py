@@ -33,19 +33,15 @@ import torch
 __all__ = ["text_demo", "text_stage", "heldout_prompts"]
 
 
-def heldout_prompts(classes, resolution: int, num_frames: int, seed: int, per_class: int = 1,
-                    backgrounds: tuple[str, ...] = (), textures: tuple[str, ...] = (), shape_scale: float = 1.0,
-                    speed_scale: float = 1.0):
+def heldout_prompts(cfg, seed: int, per_class: int = 1):
     """(prompts, real clips (N, 3, T, H, W)): the first `per_class` held-out clips of every class.
 
-    Drawn like the demo's training clips (`walt.demo.data.DemoVideos` with the same appearance
-    restriction; none by default = `SyntheticVideos`) from the held-out seed `seed + 10_007`.
+    Drawn exactly like the demo's other clips (`walt.demo.data.demo_videos` of the `DemoConfig`
+    `cfg`: its classes, size, appearance restriction and speed) from the held-out seed `seed + 10_007`.
     """
-    from walt.demo.data import DemoVideos
+    from walt.demo.data import demo_videos
 
-    ds = DemoVideos(per_class * len(classes), num_frames=num_frames, resolution=resolution, seed=seed + 10_007,
-                    classes=tuple(classes), backgrounds=backgrounds, textures=textures, shape_scale=shape_scale,
-                    speed_scale=speed_scale)
+    ds = demo_videos(cfg, per_class * len(cfg.classes), seed + 10_007)
     items = [ds[i] for i in range(len(ds))]  # labels cycle through the classes: per_class of each
     return [it["caption"] for it in items], torch.stack([it["video"] for it in items])
 
@@ -143,9 +139,7 @@ def text_stage(cfg, out: str | Path, vae, device: str | torch.device, seed: int 
     # ---- held-out prompts -> videos, unguided and guided ----
     t_sample = time.time()
     ema = WALT.load(folder / "walt_ema.safetensors").to(device).eval()
-    prompts, real = heldout_prompts(cfg.classes, cfg.resolution, cfg.num_frames, seed, backgrounds=cfg.backgrounds,
-                                    textures=cfg.textures, shape_scale=cfg.shape_scale,
-                                    speed_scale=getattr(cfg, "speed_scale", 1.0))
+    prompts, real = heldout_prompts(cfg, seed)
     tokens, mask = enc.encode(prompts)
     u_tok, u_mask = null_text(*tokens.shape, device=tokens.device)
     seeds = [seed * 100_003 + i for i in range(len(prompts))]
