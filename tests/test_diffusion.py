@@ -69,6 +69,21 @@ def test_ablation_flag_keeps_nonzero_snr():
     torch.testing.assert_close(s.betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
 
 
+def test_snr_shift_multiplies_every_snr_and_keeps_zero_terminal():
+    base, k = DiffusionSchedule(), 8.0
+    s = DiffusionSchedule.from_config(snr_shift=k)
+    torch.testing.assert_close(s.snr[:-1], k * base.snr[:-1], rtol=1e-9, atol=0)
+    assert s.alphas_cumprod[-1].item() == 0.0 and s.betas[-1].item() == 1.0
+    assert torch.all(s.alphas_cumprod[1:] < s.alphas_cumprod[:-1]) and torch.all((s.betas > 0) & (s.betas <= 1))
+    # betas and alpha_bar agree: alpha_bar = cumprod(1 - beta), the tables the samplers read
+    torch.testing.assert_close(torch.cumprod(1 - s.betas, 0)[:-1], s.alphas_cumprod[:-1], rtol=1e-12, atol=0)
+    assert torch.equal(DiffusionSchedule.from_config(snr_shift=1.0).betas, base.betas)  # 1 = the paper's schedule
+    assert "snr_shift=8" in repr(s) and "snr_shift" not in repr(base)
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="snr_shift"):
+            DiffusionConfig(snr_shift=bad)
+
+
 def test_config_roundtrip_and_validation():
     cfg = DiffusionConfig(num_timesteps=500)
     assert config_from_dict(DiffusionConfig, config_to_dict(cfg)) == cfg
@@ -167,6 +182,26 @@ def test_loss_is_unweighted_v_mse():
     assert loss.requires_grad and stats["loss"].item() == pytest.approx(loss.item())
     loss.backward()
     assert net.proj.weight.grad is not None
+
+
+def test_loss_min_snr_weighting():
+    """weighting='min_snr': each sample's v-MSE times min(SNR, gamma) / (SNR + 1); SNR 0 keeps weight 1."""
+    s, net, x0 = DiffusionSchedule(), SpyNet(), _x0()
+    t = torch.tensor([0, 300, 700, 999])  # SNR >> 5, ~0.6, ~0.007, exactly 0 (zero terminal SNR)
+    noise = torch.randn_like(x0)
+    cfg = DiffusionLossConfig(weighting="min_snr", min_snr_gamma=5.0)
+    loss, _ = diffusion_loss(net, x0, s, cfg=cfg, t=t, noise=noise)
+    with torch.no_grad():
+        a = s.alpha_bar(t)
+        per_sample = ((net.proj(s.q_sample(x0, t, noise)) - v_from_x0_eps(x0, noise, a)) ** 2).mean(dim=(1, 2, 3, 4))
+        snr = a / (1 - a)
+        w = torch.tensor([5.0 / (snr[0] + 1), snr[1] / (snr[1] + 1), snr[2] / (snr[2] + 1), 1.0])
+    assert snr[0] > 5 and snr[3] == 0
+    torch.testing.assert_close(loss.detach().double(), (per_sample.double() * w).mean())
+    plain, _ = diffusion_loss(net, x0, s, t=t, noise=noise)
+    assert loss.item() < plain.item()  # every weight is <= 1, the first three < 1
+    with pytest.raises(ValueError, match="weighting"):
+        DiffusionLossConfig(weighting="snr")
 
 
 def test_loss_deterministic_with_generator_and_uniform_t():

@@ -13,7 +13,8 @@ rates are made for 17-frame clips, and over the CPU preset's 9 frames a growing 
 rotation or a colour pulse at those rates changes by a pixel or two. Measured on 64 clips of the
 held-out seed (shape_scale 1.3), mean |frame t - frame t-1| in [-1, 1] units for growing /
 pulsing / rotating / bouncing: 0.005 / 0.008 / 0.013 / 0.026 at the built-in rates, 0.012 /
-0.016 / 0.022 / 0.047 at twice them. The report states which restriction was used.
+0.016 / 0.022 / 0.047 at twice them. `shapes` restricts the shape kinds as well
+(not used by the CPU preset). The report states which restriction was used.
 """
 
 from __future__ import annotations
@@ -23,16 +24,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from walt.data.synthetic import BACKGROUNDS, TEXTURES, ClipParams, SyntheticVideos
+from walt.data.synthetic import BACKGROUNDS, SHAPES, TEXTURES, ClipParams, SyntheticVideos
 
 if TYPE_CHECKING:
     from walt.demo.config import DemoConfig
 
 
 class DemoVideos(SyntheticVideos):
-    """`SyntheticVideos` whose clips draw backgrounds / textures only from the given subsets.
+    """`SyntheticVideos` whose clips draw backgrounds / textures / shapes only from the given subsets.
 
-    A clip whose drawn background (texture) is outside the subset gets one from the subset,
+    A clip whose drawn background (texture, shape) is outside the subset gets one from the subset,
     drawn from its own (seed, index) stream, so `ds[i]` is still a pure function of (seed, i).
     `shape_scale` multiplies every shape's size, `speed_scale` every motion's rate (the clip's
     `speed`: translation, rotation, growth, orbit, slide, pulse, pan and flip alike).
@@ -41,17 +42,19 @@ class DemoVideos(SyntheticVideos):
 
     def __init__(self, num_samples: int, num_frames: int = 17, resolution=64, seed: int = 0, classes=None,
                  backgrounds: tuple[str, ...] = (), textures: tuple[str, ...] = (), shape_scale: float = 1.0,
-                 speed_scale: float = 1.0):
+                 speed_scale: float = 1.0, shapes: tuple[str, ...] = ()):
         super().__init__(num_samples, num_frames, resolution, seed, classes)
-        bad = [b for b in backgrounds if b not in BACKGROUNDS] + [t for t in textures if t not in TEXTURES]
+        bad = ([b for b in backgrounds if b not in BACKGROUNDS] + [t for t in textures if t not in TEXTURES]
+               + [s for s in shapes if s not in SHAPES])
         if bad:
-            raise ValueError(f"unknown background/texture {bad[0]!r}; backgrounds: {BACKGROUNDS}, textures: {TEXTURES}")
+            raise ValueError(f"unknown background/texture/shape {bad[0]!r}; backgrounds: {BACKGROUNDS}, "
+                             f"textures: {TEXTURES}, shapes: {SHAPES}")
         if not 0.5 <= shape_scale <= 2.0:
             raise ValueError(f"shape_scale must be in [0.5, 2], got {shape_scale}")
         if not 0.25 <= speed_scale <= 4.0:
             raise ValueError(f"speed_scale must be in [0.25, 4], got {speed_scale}")
         self.backgrounds, self.textures, self.shape_scale = tuple(backgrounds), tuple(textures), float(shape_scale)
-        self.speed_scale = float(speed_scale)
+        self.speed_scale, self.shapes = float(speed_scale), tuple(shapes)
 
     def params(self, index: int) -> tuple[int, ClipParams]:
         label, p = super().params(index)
@@ -61,6 +64,8 @@ class DemoVideos(SyntheticVideos):
             changes["bg_kind"] = str(rng.choice(self.backgrounds))
         if self.textures and p.texture not in self.textures:
             changes["texture"] = str(rng.choice(self.textures))
+        if self.shapes and p.shape not in self.shapes:
+            changes["shape"] = str(rng.choice(self.shapes))
         if self.shape_scale != 1.0:
             changes["size"] = p.size * self.shape_scale
         if self.speed_scale != 1.0:
@@ -76,4 +81,4 @@ def demo_videos(cfg: "DemoConfig", num_samples: int, seed: int, num_frames: int 
     """
     return DemoVideos(num_samples, num_frames=num_frames or cfg.num_frames, resolution=cfg.resolution, seed=seed,
                       classes=cfg.classes, backgrounds=cfg.backgrounds, textures=cfg.textures,
-                      shape_scale=cfg.shape_scale, speed_scale=cfg.speed_scale)
+                      shape_scale=cfg.shape_scale, speed_scale=cfg.speed_scale, shapes=cfg.shapes)

@@ -120,22 +120,27 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
                + (f" ({mach['gpu']})" if mach.get("gpu") else "") + f"; {mach.get('platform')}")
     if mach.get("load_average_at_start"):
         machine += f"; load average at start {', '.join(f'{x:.1f}' for x in mach['load_average_at_start'])}"
-    from walt.data.synthetic import BACKGROUNDS, TEXTURES
+    from walt.data.synthetic import BACKGROUNDS, SHAPES, TEXTURES
 
-    speed = cfg.get("speed_scale", 1.0)
-    if cfg["backgrounds"] or cfg["textures"] or cfg["shape_scale"] != 1.0 or speed != 1.0:
+    speed, shapes = cfg.get("speed_scale", 1.0), tuple(cfg.get("shapes") or ())
+    if cfg["backgrounds"] or cfg["textures"] or shapes or cfg["shape_scale"] != 1.0 or speed != 1.0:
+        kinds = f"{', '.join(shapes)} only (of {len(SHAPES)}), " if shapes else ""
         appearance = (
             "Differs from the full built-in dataset (to fit the budget; `walt.demo.data`): backgrounds "
             f"{', '.join(cfg['backgrounds'] or BACKGROUNDS)} only (of {len(BACKGROUNDS)}), shape textures "
-            f"{', '.join(cfg['textures'] or TEXTURES)} only (of {len(TEXTURES)}), shapes {cfg['shape_scale']:g}x larger, "
-            f"motions {speed:g}x faster; classes, motions, shapes and colours are unchanged.")
+            f"{', '.join(cfg['textures'] or TEXTURES)} only (of {len(TEXTURES)}), shapes {kinds}{cfg['shape_scale']:g}x larger, "
+            f"motions {speed:g}x faster; classes, motions{'' if shapes else ', shapes'} and colours are unchanged.")
     else:
         appearance = "Clips are the full built-in dataset (`walt.data.SyntheticVideos`), no appearance restriction."
     recon = {"l1": "5 x L1", "l2": "5 x L2", "l1+l2": "5 x (L1 + L2)"}[cfg.get("vae_recon_type", "l1")]
     kl_on = dict(map(tuple, cfg.get("vae_overrides", []))).get("kl", True)
     kl = f" + KL (weight {cfg['vae_kl_weight']:g})" if kl_on else ", deterministic latent (no KL posterior)"
+    sc_on = dict(map(tuple, cfg.get("walt_overrides", []))).get("self_conditioning", True)
+    sc = "self-conditioning 0.9" if sc_on else "no self-conditioning"
+    k = cfg.get("walt_snr_shift", 1.0)
+    shift = f" on the paper's schedule with every SNR x{k:g} (`snr_shift`)" if k != 1.0 else ""
     training = (f"Autoencoder loss: {recon} reconstruction{kl}; no perceptual or adversarial term (no pretrained perceptual network "
-                "offline; a GAN does not pay off in minutes). Denoiser: v-prediction MSE, self-conditioning 0.9, "
+                f"offline; a GAN does not pay off in minutes). Denoiser: v-prediction MSE{shift}, {sc}, "
                 f"frame prediction {cfg['p_frame_pred']:g}, label dropout 0.1, EMA {cfg['walt_ema_decay']:g}.")
     return [
         ("h1", "walt demo report"),

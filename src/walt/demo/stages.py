@@ -218,6 +218,7 @@ def train_walt_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int
             steps=steps, batch_size=batch, lr=cfg.walt_lr, warmup_steps=cfg.walt_warmup_steps,
             ema_decay=cfg.walt_ema_decay, log_every=log_every, ckpt_every=10**9, keep_checkpoints=1, seed=seed,
             tensorboard=False, loss=DiffusionLossConfig(p_frame_pred=cfg.p_frame_pred, context_frames=contexts),
+            diffusion=cfg.diffusion_config(),
         )
 
     def train_until(total: int, stop_at: int | None) -> int:

@@ -43,6 +43,12 @@ class DiffusionLossConfig:
     p_uncond: float = 0.1  # label dropout to the null class; used only when labels are given
     p_uncond_text: float = 0.1  # text dropout (all-False mask); used only when text is given
     loss_on_context: bool = False  # include the (clean-given) context frames in the MSE
+    # "none": the paper's unweighted v-MSE. "min_snr": Min-SNR-gamma (Hang et al. 2023), the
+    # per-sample weight min(SNR, gamma) / (SNR + 1) on the v-MSE (= min(SNR, gamma) on the x0
+    # error); a zero-SNR sample (the rescaled schedule's last step) keeps weight 1, as the zero
+    # terminal SNR paper's v-prediction models do, else the mean there would never be learnt.
+    weighting: str = "none"
+    min_snr_gamma: float = 5.0
 
     def __post_init__(self):
         for name in ("p_self_cond", "p_frame_pred", "p_uncond", "p_uncond_text"):
@@ -51,6 +57,9 @@ class DiffusionLossConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         if not self.context_frames or any(k < 1 for k in self.context_frames):
             raise ValueError(f"context_frames must be a non-empty tuple of ints >= 1, got {self.context_frames}")
+        if self.weighting not in ("none", "min_snr") or not self.min_snr_gamma > 0:
+            raise ValueError(f"weighting must be 'none' or 'min_snr' and min_snr_gamma > 0, got "
+                             f"{self.weighting!r}, {self.min_snr_gamma}")
 
 
 def _rand(shape, generator: torch.Generator | None, device) -> Tensor:
@@ -181,6 +190,11 @@ def diffusion_loss(
     # Unweighted MSE over all elements of the frames that are not given as context.
     err = (v_pred.float() - v_target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
     weight = torch.ones_like(err) if cfg.loss_on_context else (1.0 - frame_mask.float())
-    loss = (err * weight).sum() / weight.sum().clamp(min=1.0)
+    denom = weight.sum().clamp(min=1.0)  # the mean over frames stays a mean: weighting rescales samples only
+    if cfg.weighting == "min_snr":
+        snr = a / (1.0 - a).clamp(min=1e-20)  # (B,) float64
+        w = torch.where(snr > 0, snr.clamp(max=cfg.min_snr_gamma) / (snr + 1.0), torch.ones_like(snr))
+        weight = weight * w.to(weight.dtype)[:, None]
+    loss = (err * weight).sum() / denom
     stats["loss"] = loss.detach()
     return loss, stats

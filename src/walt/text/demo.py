@@ -115,6 +115,7 @@ def text_stage(cfg, out: str | Path, vae, device: str | torch.device, seed: int 
             steps=steps, batch_size=batch, lr=cfg.walt_lr, warmup_steps=cfg.walt_warmup_steps,
             ema_decay=cfg.walt_ema_decay, log_every=log_every, ckpt_every=10**9, keep_checkpoints=1, seed=seed,
             tensorboard=False, loss=DiffusionLossConfig(p_uncond_text=0.1),
+            diffusion=cfg.diffusion_config(),
         )
 
     def train_until(total: int, stop_at: int | None) -> int:
