@@ -36,16 +36,16 @@ on this project's 2-core machine (see the report of `walt demo` and `walt.demo.d
 What did NOT make the class-conditional samples coherent (measured after the settings above,
 same machine: stage 3 rerun on one default run's autoencoder + cache with the same 491 s window
 and seeds; FVD of the `smoke` protocol at the end, floor 455): the default gave 797; learned
-position tables initialised with sin-cos (a local patch, not kept) 761; Min-SNR-5 loss weighting (`DiffusionLossConfig.
-weighting`) 827; every SNR x8 (`walt_snr_shift`) 747; batch 8 without self-conditioning (6530
-steps instead of 2859) 768; lr 6e-3 instead of 2e-3 712; 64 training clips instead of 512 (can
-it memorise them? not in 2381 steps) 726; the `--minutes 30` run's autoencoder (25.8 dB) 659.
-Samples from the same seeds look nearly the same in all of them: a background of the right kind
-and a few coloured fragments, not one object, and DDPM-250 / DDIM eta 1 sampling look the same.
-A plainer full run (`--set backgrounds=(plain,) --set textures=(two-tone,) --set
-shapes=(circle,square) --set shape_scale=1.5`): autoencoder 21.8 dB, FVD 2657 -> 1032 (floor
-468), same look. At this budget the denoiser, not the data or the schedule, is the limit; the
-knobs stay for runs with more minutes.
+position tables initialised with sin-cos (a local patch, not kept) 761; Min-SNR-5 loss weighting
+(`DiffusionLossConfig. weighting`) 827; every SNR x8 (`walt_snr_shift`) 747; batch 8 without
+self-conditioning (6530 steps instead of 2859) 768; lr 6e-3 instead of 2e-3 712; 64 training
+clips instead of 512 (can it memorise them? not in 2381 steps) 726; the `--minutes 30` run's
+autoencoder (25.8 dB) 659. Samples from the same seeds look nearly the same in all of them: a
+background of the right kind and a few coloured fragments, not one object, and DDPM-250 / DDIM
+eta 1 sampling look the same. A plainer full run (`--set backgrounds=(plain,) --set
+textures=(two-tone,) --set shapes=(circle,square) --set shape_scale=1.5`): autoencoder 21.8 dB,
+FVD 2657 -> 1032 (floor 468), same look. At this budget the denoiser, not the data or the
+schedule, is the limit; the knobs stay for runs with more minutes.
 
 FVD (`walt.demo.fvd`): the denoiser's samples are scored with walt.eval's `smoke` protocol (real
 Kinetics-400 I3D, the clips' 9 frames) at step 0, at `fvd_checkpoints` of its run and at the end,
