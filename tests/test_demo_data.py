@@ -66,3 +66,4 @@ def test_demo_run_with_restricted_shapes_and_snr_shift_says_so(tmp_path):
     assert state["diffusion_config"]["snr_shift"] == 4.0
     report = (out / "report.md").read_text()
     assert "shapes circle only (of 8)" in report and "every SNR x4" in report and "self-conditioning 0.9" in report
+    assert "Autoencoder loss: 5 x L2 reconstruction" in report  # VAELossConfig.recon_weight, the loss it trained with

@@ -158,6 +158,12 @@ class DemoConfig:
     def walt_kwargs(self) -> dict:
         return dict(self.walt_overrides)
 
+    def vae_loss_config(self):
+        """The autoencoder's loss (walt.autoencoder.losses.VAELossConfig) the demo trains with."""
+        from walt.autoencoder.losses import VAELossConfig
+
+        return VAELossConfig(recon_type=self.vae_recon_type, kl_weight=self.vae_kl_weight)
+
     def diffusion_config(self):
         """The denoisers' noise schedule: the paper's, with `walt_snr_shift` applied."""
         from walt.diffusion import DiffusionConfig

@@ -53,10 +53,12 @@ def side_by_side(a: torch.Tensor, b: torch.Tensor, gap: int = 2) -> torch.Tensor
     return torch.cat([a, white, b.to(a.dtype)], dim=-1)
 
 
-def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list[dict], recon: str = "L1") -> Path:
+def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list[dict], recon: str = "L1",
+                         recon_weight: float = 5.0) -> Path:
     """One PNG with three panels: autoencoder losses, autoencoder PSNR, denoiser loss (log scales).
 
-    `recon` names the reconstruction term in the legend ("L1", "L2", "L1+L2").
+    `recon` names the reconstruction term in the legend ("L1", "L2", "L1+L2"), `recon_weight`
+    its weight in the total (the run's `VAELossConfig.recon_weight`).
     """
     import matplotlib
 
@@ -67,7 +69,7 @@ def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list
     ax = axes[0]
     if vae_rows:
         steps = [r["step"] for r in vae_rows]
-        ax.plot(steps, [r["g_total"] for r in vae_rows], label=f"total (5 {recon}" + (" + KL)" if any(r.get("kl") for r in vae_rows) else ")"))
+        ax.plot(steps, [r["g_total"] for r in vae_rows], label=f"total ({recon_weight:g} {recon}" + (" + KL)" if any(r.get("kl") for r in vae_rows) else ")"))
         ax.plot(steps, [r["recon"] for r in vae_rows], label=f"{recon} reconstruction")
         if any(r.get("kl") for r in vae_rows):
             ax.plot(steps, [r.get("kl", float("nan")) * 1e-3 for r in vae_rows], label="KL / 1000", alpha=0.6)

@@ -132,7 +132,11 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
             f"motions {speed:g}x faster; classes, motions{'' if shapes else ', shapes'} and colours are unchanged.")
     else:
         appearance = "Clips are the full built-in dataset (`walt.data.SyntheticVideos`), no appearance restriction."
-    recon = {"l1": "5 x L1", "l2": "5 x L2", "l1+l2": "5 x (L1 + L2)"}[cfg.get("vae_recon_type", "l1")]
+    from walt.autoencoder.losses import VAELossConfig
+
+    kind = cfg.get("vae_recon_type", "l1")
+    w = VAELossConfig(recon_type=kind).recon_weight  # the weight DemoConfig.vae_loss_config trains with
+    recon = f"{w:g} x " + {"l1": "L1", "l2": "L2", "l1+l2": "(L1 + L2)"}[kind]
     kl_on = dict(map(tuple, cfg.get("vae_overrides", []))).get("kl", True)
     kl = f" + KL (weight {cfg['vae_kl_weight']:g})" if kl_on else ", deterministic latent (no KL posterior)"
     sc_on = dict(map(tuple, cfg.get("walt_overrides", []))).get("self_conditioning", True)

@@ -136,7 +136,7 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
     save_labelled_grid(out / "reconstructions_grid.png", inter,
                        [f"{names[real_labels[i]]} {kind}" for i in range(m) for kind in ("real", "recon")])
     save_training_curves(out / "curves.png", _read_log(out / "vae" / "log.csv"), _read_log(out / "walt" / "log.csv"),
-                         recon=cfg.vae_recon_type.upper())
+                         recon=cfg.vae_recon_type.upper(), recon_weight=cfg.vae_loss_config().recon_weight)
     fvd = stages["walt"].get("fvd") or {}
     if fvd.get("points"):
         save_fvd_curve(out / "fvd_curve.png", fvd)

@@ -60,7 +60,6 @@ def train_vae_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int,
                     progress: bool) -> dict[str, Any]:
     """Train the autoencoder until `deadline` (>= vae_min_steps); returns stage info."""
     from walt.autoencoder import CausalVAE
-    from walt.autoencoder.losses import VAELossConfig
     from walt.train.vae import VAETrainConfig, train_vae
 
     folder = out / "vae"
@@ -90,7 +89,7 @@ def train_vae_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int,
             steps=steps, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, warmup_steps=cfg.vae_warmup_steps,
             betas=(0.9, 0.99), ema_decay=0.99, log_every=1, ckpt_every=every, keep_checkpoints=1, seed=seed,
             precision="bf16" if device.type == "cuda" else "fp32", discriminator=None,
-            loss=VAELossConfig(recon_type=cfg.vae_recon_type, kl_weight=cfg.vae_kl_weight),
+            loss=cfg.vae_loss_config(),
         )
 
     def train_until(total: int, stop_at: int | None) -> int:
