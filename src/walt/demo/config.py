@@ -37,7 +37,7 @@ What did NOT make the class-conditional samples coherent (measured after the set
 same machine: stage 3 rerun on one default run's autoencoder + cache with the same 491 s window
 and seeds; FVD of the `smoke` protocol at the end, floor 455): the default gave 797; learned
 position tables initialised with sin-cos (a local patch, not kept) 761; Min-SNR-5 loss weighting
-(`DiffusionLossConfig. weighting`) 827; every SNR x8 (`walt_snr_shift`) 747; batch 8 without
+(`DiffusionLossConfig.weighting`) 827; every SNR x8 (`walt_snr_shift`) 747; batch 8 without
 self-conditioning (6530 steps instead of 2859) 768; lr 6e-3 instead of 2e-3 712; 64 training
 clips instead of 512 (can it memorise them? not in 2381 steps) 726; the `--minutes 30` run's
 autoencoder (25.8 dB) 659. Samples from the same seeds look nearly the same in all of them: a

@@ -187,7 +187,7 @@ def diffusion_loss(
     if v_pred.shape != x0.shape:
         raise ValueError(f"net returned shape {tuple(v_pred.shape)} for latents {tuple(x0.shape)}")
 
-    # Unweighted MSE over all elements of the frames that are not given as context.
+    # MSE over all elements of the frames that are not given as context (unweighted unless cfg.weighting).
     err = (v_pred.float() - v_target.float()).pow(2).mean(dim=(1, 3, 4))  # (B, T)
     weight = torch.ones_like(err) if cfg.loss_on_context else (1.0 - frame_mask.float())
     denom = weight.sum().clamp(min=1.0)  # the mean over frames stays a mean: weighting rescales samples only
