@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -67,3 +68,15 @@ def test_demo_run_with_restricted_shapes_and_snr_shift_says_so(tmp_path):
     report = (out / "report.md").read_text()
     assert "shapes circle only (of 8)" in report and "every SNR x4" in report and "self-conditioning 0.9" in report
     assert "Autoencoder loss: 5 x L2 reconstruction" in report  # VAELossConfig.recon_weight, the loss it trained with
+    recorded = json.loads((out / "stages.json").read_text())["stages"]["vae"]["loss"]
+    assert (recorded["recon_type"], recorded["recon_weight"]) == ("l2", 5.0)  # the record the report read
+
+
+def test_report_reads_the_autoencoder_loss_the_stage_recorded():
+    from walt.demo.render import vae_recon_term
+
+    # The stage record wins over what the settings would build today (a run made with another weight).
+    recorded = {"vae": {"loss": {"recon_type": "l1", "recon_weight": 2.5}}}
+    assert vae_recon_term(recorded, "l2") == ("l1", 2.5)
+    # A run recorded before the stage kept its loss: the settings' recon type with VAELossConfig's weight.
+    assert vae_recon_term({"vae": {"steps": 3}}, "l2") == ("l2", 5.0)

@@ -45,7 +45,14 @@ background of the right kind and a few coloured fragments, not one object, and D
 eta 1 sampling look the same. A plainer full run (`--set backgrounds=(plain,) --set
 textures=(two-tone,) --set shapes=(circle,square) --set shape_scale=1.5`): autoencoder 21.8 dB,
 FVD 2657 -> 1032 (floor 468), same look. At this budget the denoiser, not the data or the
-schedule, is the limit; the knobs stay for runs with more minutes.
+schedule, is the limit; the knobs stay for runs with more minutes. Longer runs of the default
+preset, same machine: `--minutes 30` (denoiser 6251 steps) gives one smoother blob per sample;
+`--minutes 60` (autoencoder 2776 steps, 26.8 dB; denoiser 12633 steps) one coherent object per
+sample that the bouncing and panning samples move around, still not a recognisable shape, with
+little of the in-place classes' motion (README "Results on this machine"). Quicker probes that
+changed nothing visible at the 15-minute scale: patch 4, joint image-video steps, AdaLN per layer
+instead of AdaLN-LoRA, sampling with guidance 1 or 6, without self-conditioning or with 20 DDIM
+steps; `torch.compile` on the CPU compiled for minutes and made no step faster.
 
 FVD (`walt.demo.fvd`): the denoiser's samples are scored with walt.eval's `smoke` protocol (real
 Kinetics-400 I3D, the clips' 9 frames) at step 0, at `fvd_checkpoints` of its run and at the end,

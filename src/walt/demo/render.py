@@ -106,6 +106,21 @@ def _text_blocks(s: dict[str, Any]) -> list[tuple]:
     return blocks
 
 
+def vae_recon_term(stages: dict[str, Any], recon_type: str) -> tuple[str, float]:
+    """(recon_type, recon_weight) of the loss the run's autoencoder trained with.
+
+    Read from the autoencoder's stage record (`stages.json`: the VAELossConfig the stage built); a
+    run recorded before the record held it falls back to `VAELossConfig`'s weight for the
+    settings' `recon_type` (what DemoConfig.vae_loss_config builds).
+    """
+    loss = stages.get("vae", {}).get("loss")
+    if loss:
+        return loss["recon_type"], float(loss["recon_weight"])
+    from walt.autoencoder.losses import VAELossConfig
+
+    return recon_type, VAELossConfig(recon_type=recon_type).recon_weight
+
+
 def _blocks(s: dict[str, Any]) -> list[tuple]:
     """The report as a list of (kind, payload) blocks, rendered to Markdown and to HTML."""
     cfg, st, rec, fp = s["config"], s["stages"], s["reconstruction"], s["frame_prediction"]
@@ -132,10 +147,7 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
             f"motions {speed:g}x faster; classes, motions{'' if shapes else ', shapes'} and colours are unchanged.")
     else:
         appearance = "Clips are the full built-in dataset (`walt.data.SyntheticVideos`), no appearance restriction."
-    from walt.autoencoder.losses import VAELossConfig
-
-    kind = cfg.get("vae_recon_type", "l1")
-    w = VAELossConfig(recon_type=kind).recon_weight  # the weight DemoConfig.vae_loss_config trains with
+    kind, w = vae_recon_term(st, cfg.get("vae_recon_type", "l1"))
     recon = f"{w:g} x " + {"l1": "L1", "l2": "L2", "l1+l2": "(L1 + L2)"}[kind]
     kl_on = dict(map(tuple, cfg.get("vae_overrides", []))).get("kl", True)
     kl = f" + KL (weight {cfg['vae_kl_weight']:g})" if kl_on else ", deterministic latent (no KL posterior)"

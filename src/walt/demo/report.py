@@ -29,7 +29,7 @@ import torch
 from walt.config import config_to_dict
 from walt.demo.config import DemoConfig
 from walt.demo.plots import save_fvd_curve, save_labelled_grid, save_training_curves, side_by_side
-from walt.demo.render import render_html, render_markdown, write_report  # noqa: F401  (re-exported)
+from walt.demo.render import render_html, render_markdown, vae_recon_term, write_report  # noqa: F401  (re-exported)
 
 OUTPUT_FILES = ("report.md", "report.html", "metrics.json", "samples_grid.png", "predictions_grid.png",
                 "reconstructions_grid.png", "curves.png")
@@ -135,8 +135,9 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
     inter = torch.stack([v for pair in zip(real[:m], recon[:m]) for v in pair])
     save_labelled_grid(out / "reconstructions_grid.png", inter,
                        [f"{names[real_labels[i]]} {kind}" for i in range(m) for kind in ("real", "recon")])
+    kind, weight = vae_recon_term(stages, cfg.vae_recon_type)
     save_training_curves(out / "curves.png", _read_log(out / "vae" / "log.csv"), _read_log(out / "walt" / "log.csv"),
-                         recon=cfg.vae_recon_type.upper(), recon_weight=cfg.vae_loss_config().recon_weight)
+                         recon=kind.upper(), recon_weight=weight)
     fvd = stages["walt"].get("fvd") or {}
     if fvd.get("points"):
         save_fvd_curve(out / "fvd_curve.png", fvd)

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from walt.config import config_to_dict
 from walt.demo.budget import _read_log, _say, _seconds_per_step, train_to_deadline
 from walt.demo.config import DemoConfig
 
@@ -114,7 +115,8 @@ def train_vae_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int,
     rows = _read_log(folder / "log.csv")
     return {"seconds": time.time() - t0, "steps": steps, "params": sum(p.numel() for p in vae.parameters()),
             "clips_per_s": statistics.median([r["clips_per_s"] for r in rows[1:] or rows]),
-            "final_train_psnr": statistics.mean(r["psnr"] for r in rows[-5:]) if rows else None}
+            "final_train_psnr": statistics.mean(r["psnr"] for r in rows[-5:]) if rows else None,
+            "loss": config_to_dict(tcfg(steps).loss)}  # what it trained with: the report reads it
 
 
 def _last_step(log_csv: Path) -> int:
