@@ -135,9 +135,9 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
     inter = torch.stack([v for pair in zip(real[:m], recon[:m]) for v in pair])
     save_labelled_grid(out / "reconstructions_grid.png", inter,
                        [f"{names[real_labels[i]]} {kind}" for i in range(m) for kind in ("real", "recon")])
-    kind, weight = vae_recon_term(stages, cfg.vae_recon_type)
+    recon_type, recon_weight = vae_recon_term(stages, cfg.vae_recon_type)
     save_training_curves(out / "curves.png", _read_log(out / "vae" / "log.csv"), _read_log(out / "walt" / "log.csv"),
-                         recon=kind.upper(), recon_weight=weight)
+                         recon=recon_type.upper(), recon_weight=recon_weight)
     fvd = stages["walt"].get("fvd") or {}
     if fvd.get("points"):
         save_fvd_curve(out / "fvd_curve.png", fvd)
