@@ -50,14 +50,14 @@ preset, same machine: `--minutes 30` (denoiser 6251 steps) gives one smoother bl
 `--minutes 60` (autoencoder 2776 steps, 26.8 dB; denoiser 12633 steps) one coherent object per
 sample that the bouncing and panning samples move around, still not a recognisable shape, with
 little of the in-place classes' motion; `--minutes 90` (17180 denoiser steps) looks the same
-(README "Results on this machine"). Quicker probes that
-changed nothing visible at the 15-minute scale: patch 4, joint image-video steps, AdaLN per layer
-instead of AdaLN-LoRA, sampling with guidance 1 or 6, without self-conditioning or with 20 DDIM
-steps; `torch.compile` on the CPU compiled for minutes and made no step faster. Whole 15-minute
-runs that did not either: f_s = 8 latents with patch 1 (the paper's pairing, same 80 tokens:
-autoencoder 19.4 dB, blockier samples, yet a lower FVD), one fixed appearance per class (the
-samples take each class's colours, the object stays fragments); frame prediction from 2 latent
-frames with the 15- and 60-minute denoisers stays below repeating the last given frame.
+(README "Results on this machine"). Quicker probes that changed nothing visible at the 15-minute
+scale: patch 4, joint image-video steps, AdaLN per layer instead of AdaLN-LoRA, sampling with
+guidance 1 or 6, without self-conditioning or with 20 DDIM steps; `torch.compile` on the CPU
+compiled for minutes and made no step faster. Whole 15-minute runs that did not either: f_s = 8
+latents with patch 1 (the paper's pairing, same 80 tokens: autoencoder 19.4 dB, blockier samples,
+yet a lower FVD), one fixed appearance per class (the samples take each class's colours, the
+object stays fragments); frame prediction from 2 latent frames with the 15- and 60-minute
+denoisers stays below repeating the last given frame.
 
 FVD (`walt.demo.fvd`): the denoiser's samples are scored with walt.eval's `smoke` protocol (real
 Kinetics-400 I3D, the clips' 9 frames) at step 0, at `fvd_checkpoints` of its run and at the end,
