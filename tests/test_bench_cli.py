@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from walt.bench.suite import SIZES
 from walt.cli import main
@@ -147,3 +148,15 @@ def test_suite_sizes_build_their_settings(name):
     s = BenchSettings(device="cpu", **dn)
     assert size.sampler_layout in ("tiny", "paper", "sr") and set(s.layouts) <= {"tiny", "paper", "sr"}
     assert dataclasses.asdict(size)["name"] == name and size.description
+
+
+def test_fastest_dtype_never_picks_bf16_whose_kernels_fail(monkeypatch):
+    """A fast bf16 matmul is not enough: the attention / convolution kernels must run in bf16 too."""
+    import walt.bench.common as common
+
+    assert isinstance(common.bf16_kernels_work("cpu"), bool)
+    monkeypatch.setattr(common, "bf16_kernels_work", lambda device: False)
+    monkeypatch.setattr(common, "matmul_peak_gflops", lambda device, dtype, **kw: 1e3 if dtype == torch.bfloat16 else 1.0)
+    assert common.fastest_dtype("cpu")[0] == "fp32"
+    monkeypatch.setattr(common, "bf16_kernels_work", lambda device: True)
+    assert common.fastest_dtype("cpu")[0] == "bf16"

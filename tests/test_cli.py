@@ -431,20 +431,63 @@ def test_sample_other_samplers_with_guidance(sampler, chain, capsys, tmp_path, g
     assert f"{sampler} 3 steps, guidance 3" in out
 
 
-def test_sample_batch_size_splits_without_changing_the_videos(chain, capsys, tmp_path, generate_calls):
-    from walt.data import read_video
+def _busy_copy(run: Path, dest: Path) -> Path:
+    """The chain's denoiser with its zero-initialised outputs filled in, so it predicts non-zero v.
 
-    base = ["sample", "--ckpt", chain["run"], "--vae", chain["vae"], "--class-label", 5, "--seeds", "7,8,9",
+    After 2 training steps the real chain model still outputs ~1e-6 (DiT zero init), and latents
+    that barely depend on the network would make a batch-invariance test pass trivially.
+    """
+    from walt.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(run / "walt_ema.safetensors")
+    g = torch.Generator().manual_seed(0)
+    state["model"] = {k: (torch.randn(v.shape, generator=g) * 0.05 if v.is_floating_point() and not v.any() else v)
+                      for k, v in state["model"].items()}
+    dest.mkdir()
+    save_checkpoint(dest / "walt_ema.safetensors", state)
+    return dest
+
+
+# fp32 batch-invariance bound. A kernel may pick its blocking and thread split by batch size (oneDNN
+# convolutions, MKL GEMMs), which reorders the sums: each output then moves by ~sqrt(K) ulp for a
+# K-term dot product (K <= 1024 here, ulp 1.2e-7 relative): <= 4e-6 relative per layer. Measured
+# (2 threads, Xeon AVX-512 and ATEN_CPU_CAPABILITY=avx2): latents identical, the autoencoder's decode
+# of a batch of 3 vs 2 + 1 within 3.8e-6. A batch-coupling bug (noise, labels or guidance mixed across
+# samples) moves values by O(0.1-1). H.264 is not compared: it turns a 4e-6 change into a mean 0.008-
+# 0.03 pixel change (a flipped rounding re-routes its motion search), which is why the MP4s may differ.
+BATCH_INVARIANCE_RTOL = 1e-4
+
+
+def test_sample_batch_size_splits_without_changing_the_videos(chain, capsys, tmp_path, generate_calls, monkeypatch):
+    import walt.data.video_io
+    import walt.pipeline
+
+    latents, frames, real_generate, real_write = [], {}, walt.pipeline.generate, walt.data.video_io.write_mp4
+
+    def recording_generate(*args, **kwargs):
+        z = real_generate(*args, **kwargs)
+        latents.append(z.clone())
+        return z
+
+    def recording_write(path, video, **kwargs):
+        frames.setdefault(Path(path).name, []).append(video.clone())  # the frames H.264 is given
+        return real_write(path, video, **kwargs)
+
+    monkeypatch.setattr(walt.pipeline, "generate", recording_generate)
+    monkeypatch.setattr(walt.data.video_io, "write_mp4", recording_write)
+    ckpt = _busy_copy(chain["run"], tmp_path / "busy")
+    base = ["sample", "--ckpt", ckpt, "--vae", chain["vae"], "--class-label", 5, "--seeds", "7,8,9",
             "--steps", 2, "--no-progress"]
     assert run_cli(base + ["--out", tmp_path / "one", "--batch-size", 3], capsys)[0] == 0
     assert run_cli(base + ["--out", tmp_path / "split", "--batch-size", 2], capsys)[0] == 0
     assert [c["seeds"] for c in generate_calls] == [[7, 8, 9], [7, 8], [9]]
-    for one, split in zip(sorted((tmp_path / "one").glob("*.mp4")), sorted((tmp_path / "split").glob("*.mp4")),
-                          strict=True):
-        assert one.name == split.name
-        a, b = read_video(one, output="float"), read_video(split, output="float")
-        # Same seeds -> same videos; batched matmuls may round differently, H.264 may amplify it a little.
-        assert (a - b).abs().mean() < 2e-3, one.name
+    one, split = latents[0], torch.cat(latents[1:])  # (3, c, t, h, w) each
+    scale = one.abs().max()
+    assert scale > 0.1  # the network's output matters (see _busy_copy)
+    assert (one - split).abs().max() <= BATCH_INVARIANCE_RTOL * scale
+    assert sorted(frames) == sorted(p.name for p in (tmp_path / "one").glob("*.mp4"))
+    for name, (a, b) in frames.items():  # frames in [-1, 1]; each video is decoded on its own
+        assert (a - b).abs().max() <= BATCH_INVARIANCE_RTOL, name
 
 
 # ----------------------------------------------------------------------------- train: compile, torchrun

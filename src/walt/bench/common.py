@@ -240,9 +240,29 @@ def fastest_dtype(device: torch.device | str, n: int = 256) -> tuple[str, dict[s
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16", {}
+    if not bf16_kernels_work(device):
+        return "fp32", {"bf16_kernels": 0.0}
     probe = {name: matmul_peak_gflops(device, dt, n=n, repeats=3)
              for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     return ("bf16" if probe["bf16"] > 1.2 * probe["fp32"] else "fp32"), probe
+
+
+def bf16_kernels_work(device: torch.device | str) -> bool:
+    """Whether the bf16 kernels the models need (attention forward/backward, 3D convolution) run here.
+
+    Fast bf16 matmuls (oneDNN/AMX) do not imply working bf16 ATen kernels: with
+    ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU the fused CPU attention raises ("pack_vnni2 is only
+    supported when avx512 is supported") while the matmul probe still favours bf16.
+    """
+    device = torch.device(device)
+    try:
+        q = torch.randn(1, 2, 64, 32, device=device, dtype=torch.bfloat16, requires_grad=True)
+        torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward()
+        x = torch.randn(1, 4, 3, 8, 8, device=device, dtype=torch.bfloat16)
+        torch.nn.functional.conv3d(x, torch.randn(4, 4, 3, 3, 3, device=device, dtype=torch.bfloat16))
+    except RuntimeError:
+        return False
+    return True
 
 
 _aten = torch.ops.aten

@@ -344,7 +344,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 t_lat = 1 + (gen_frames - 1) // f_t
                 z = generate(net, schedule, (b, cfg.in_channels, t_lat, h, w), **common)  # (b, c, t, h, w)
-                video = vae.decode(z).clamp(-1, 1)[:, :, :frames]  # (b, 3, frames, H, W)
+                # One video at a time: a convolution's kernel choice can depend on the batch size, so a
+                # batched decode would make the frames depend (at ~1e-6) on --batch-size.
+                video = torch.cat([vae.decode(z[i:i + 1]) for i in range(b)]).clamp(-1, 1)[:, :, :frames]
             videos.append(video.float().cpu())
             print(f"walt sample: {min(lo + batch, n)}/{n} videos sampled", flush=True)
         videos = torch.cat(videos)  # (N, 3, frames, H, W)
