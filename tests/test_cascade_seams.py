@@ -22,9 +22,10 @@ import pytest
 import torch
 from torch import nn
 
-from walt.cascade.pairs import downsample_video
-from walt.cascade.pipeline import CascadeStage, sample_cascade
+from walt.cascade.sample import sample_cascade
+from walt.cascade.stage import Stage as CascadeStage
 from walt.cascade.sr import SRConfig, sr_loss
+from walt.data.downsample import downsample_video
 from walt.denoiser import WALT
 from walt.diffusion import DiffusionSchedule
 from walt.diffusion.loss import DiffusionLossConfig, diffusion_loss

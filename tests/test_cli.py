@@ -253,7 +253,7 @@ def test_subprocess_bad_input_has_no_traceback(tmp_path):
 def test_parse_sets_types_and_nested_overrides():
     from walt.autoencoder import preset_config
     from walt.cli import UserError
-    from walt.commands._common import apply_sets, parse_sets, split_sets
+    from walt.commands.args import apply_sets, parse_sets, split_sets
     from walt.train.vae import VAETrainConfig
 
     sets = parse_sets(["latent_channels=16", "channel_multipliers=1,2", "kl=false", "train.lr=1e-4",
@@ -271,7 +271,7 @@ def test_parse_sets_types_and_nested_overrides():
 def test_encode_and_train_from_a_video_folder(chain, capsys, tmp_path):
     """PATH data: a folder with class sub-folders is a labelled VideoFolder; train fits num_classes to it."""
     from walt.data import SyntheticVideos, write_mp4
-    from walt.data.latent_cache import load_cache_index
+    from walt.data.latent_dataset import load_cache_index
 
     for i, cls in enumerate(["jumping", "jumping", "waving"]):
         (tmp_path / "videos" / cls).mkdir(parents=True, exist_ok=True)
@@ -339,7 +339,7 @@ def _frame_step(video):
 
 def test_frame_stride_and_fps_pick_source_frames(ramp_videos):
     from walt.cli import UserError
-    from walt.commands._common import dataset_from_arg
+    from walt.commands.files import dataset_from_arg
 
     for kw, step in (({}, 1.0), ({"frame_stride": 3}, 3.0), ({"fps": 8.0}, 2.0), ({"fps": 16.0}, 1.0)):
         ds = dataset_from_arg(str(ramp_videos), 9, 32, **kw)
@@ -459,10 +459,10 @@ BATCH_INVARIANCE_RTOL = 1e-4
 
 
 def test_sample_batch_size_splits_without_changing_the_videos(chain, capsys, tmp_path, generate_calls, monkeypatch):
-    import walt.data.video_io
+    import walt.io
     import walt.pipeline
 
-    latents, frames, real_generate, real_write = [], {}, walt.pipeline.generate, walt.data.video_io.write_mp4
+    latents, frames, real_generate, real_write = [], {}, walt.pipeline.generate, walt.io.write_mp4
 
     def recording_generate(*args, **kwargs):
         z = real_generate(*args, **kwargs)
@@ -474,7 +474,7 @@ def test_sample_batch_size_splits_without_changing_the_videos(chain, capsys, tmp
         return real_write(path, video, **kwargs)
 
     monkeypatch.setattr(walt.pipeline, "generate", recording_generate)
-    monkeypatch.setattr(walt.data.video_io, "write_mp4", recording_write)
+    monkeypatch.setattr(walt.io, "write_mp4", recording_write)
     ckpt = _busy_copy(chain["run"], tmp_path / "busy")
     base = ["sample", "--ckpt", ckpt, "--vae", chain["vae"], "--class-label", 5, "--seeds", "7,8,9",
             "--steps", 2, "--no-progress"]

@@ -579,7 +579,7 @@ print(json.dumps({"import": after_import, "presets": after_presets}))
 
 def test_denoiser_imports_no_diffusion_pipeline_or_training_code():
     """`walt.denoiser` is plain PyTorch: importing it, and building any preset (the text-to-video
-    ones live in walt.cascade.presets), loads no walt.diffusion / walt.pipeline / walt.train."""
+    ones included), loads no walt.diffusion / walt.pipeline / walt.train."""
     proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -587,8 +587,7 @@ def test_denoiser_imports_no_diffusion_pipeline_or_training_code():
     for stage, modules in loaded.items():
         bad = [m for m in modules if m.startswith(forbidden)]
         assert not bad, f"after {stage}: {bad}"
-    # The cascade presets are registered lazily: the import alone loads no walt.cascade module,
-    # and a cascade preset loads only its presets module (the package init is lazy).
+    # The cascade presets live beside the others: neither the import nor a cascade preset loads walt.cascade.
     assert not [m for m in loaded["import"] if m.startswith("walt.cascade")]
-    assert [m for m in loaded["presets"] if m.startswith("walt.cascade")] == ["walt.cascade", "walt.cascade.presets"]
+    assert not [m for m in loaded["presets"] if m.startswith("walt.cascade")]
     assert "walt.denoiser.model" in loaded["import"]

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from walt.autoencoder import CausalVAE
 from walt.data import SyntheticVideos
-from walt.data.latent_cache import LatentDataset, encode_dataset
+from walt.data.latent_cache import encode_dataset
+from walt.data.latent_dataset import LatentDataset
 from walt.denoiser import WALT
 from walt.train.vae import train_vae
 from walt.train.distributed import (

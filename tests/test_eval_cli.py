@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from walt.cli import main
-from walt.eval import fvd_eval
+from walt.eval import fvd_eval, fvd_record, fvd_stats
 from walt.eval.fvd import FVDProtocol, fvd_protocol
 from walt.eval.fvd_eval import (
     FolderClips,
@@ -217,9 +217,9 @@ def test_real_stats_key_tracks_the_dataset_and_checks_counts(tmp_path):
     from walt.data import SyntheticVideos
 
     proto = tiny_protocol(2)
-    k0 = fvd_eval.stats_cache_key(fvd_eval.describe_dataset_for_cache(SyntheticVideos(2, seed=0)), proto, "h", 2)
-    k1 = fvd_eval.stats_cache_key(fvd_eval.describe_dataset_for_cache(SyntheticVideos(2, seed=1)), proto, "h", 2)
-    k2 = fvd_eval.stats_cache_key(fvd_eval.describe_dataset_for_cache(SyntheticVideos(2, resolution=32)), proto, "h", 2)
+    k0 = fvd_stats.stats_cache_key(fvd_stats.describe_dataset_for_cache(SyntheticVideos(2, seed=0)), proto, "h", 2)
+    k1 = fvd_stats.stats_cache_key(fvd_stats.describe_dataset_for_cache(SyntheticVideos(2, seed=1)), proto, "h", 2)
+    k2 = fvd_stats.stats_cache_key(fvd_stats.describe_dataset_for_cache(SyntheticVideos(2, resolution=32)), proto, "h", 2)
     assert len({k0, k1, k2}) == 3
     with pytest.raises(ValueError, match="needs 8 real clips but the dataset has 4"):
         real_feature_stats(Clips(4), tiny_protocol(8), StandInI3D(), tmp_path, progress=False)
@@ -252,7 +252,7 @@ def test_fvd_of_generator_seeds_labels_repeats(tmp_path):
     assert res["seeds"]["per_repeat_range"] == [[10, 13], [13, 16]]
     assert (res["num_real"], res["num_fake"]) == (6, 3) and res["real_stats"]["key"] == real.key
     assert res["protocol"]["hash"] == proto.protocol_hash()
-    json.dumps(fvd_eval.json_safe(res), allow_nan=False)
+    json.dumps(fvd_record.json_safe(res), allow_nan=False)
 
 
 def test_fvd_of_generator_matches_real_set_when_it_reproduces_it(tmp_path):

@@ -7,7 +7,8 @@ import torch
 
 from walt.autoencoder import CausalVAE, LatentStats
 from walt.data import SyntheticImages, SyntheticVideos
-from walt.data.latent_cache import LatentDataset, encode_dataset, load_cache_index, vae_fingerprint
+from walt.data.latent_cache import encode_dataset
+from walt.data.latent_dataset import LatentDataset, load_cache_index, vae_fingerprint
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import torch
 
 from _text_helpers import ToyEncoder, copy_cache, make_caption_cache, make_tiny_t5  # tests/ is on sys.path (pytest rootdir)
 from walt.autoencoder import CausalVAE
-from walt.data.latent_cache import LatentDataset
+from walt.data.latent_dataset import LatentDataset
 from walt.text import TextEmbeddings, TextEncoderError, build_text_encoder, cache_text_embeddings, has_text_embeddings
 
 

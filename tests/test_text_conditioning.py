@@ -13,7 +13,7 @@ import torch
 from _text_helpers import ToyEncoder, copy_cache, make_caption_cache, make_tiny_t5  # tests/ is on sys.path (pytest rootdir)
 from walt.autoencoder import CausalVAE
 from walt.checkpoint import load_checkpoint
-from walt.data.latent_cache import LatentDataset
+from walt.data.latent_dataset import LatentDataset
 from walt.denoiser import WALT
 from walt.diffusion import DiffusionLossConfig, DiffusionSchedule, diffusion_loss
 from walt.pipeline import generate

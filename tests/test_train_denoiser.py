@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from walt.autoencoder import CausalVAE
 from walt.checkpoint import load_checkpoint
 from walt.data import SyntheticImages, SyntheticVideos
-from walt.data.latent_cache import LatentDataset, encode_dataset
+from walt.data.latent_cache import encode_dataset
+from walt.data.latent_dataset import LatentDataset
 from walt.denoiser import WALT
 from walt.diffusion import DiffusionLossConfig, DiffusionSchedule, diffusion_loss
 from walt.train.common import NonFiniteLossError, list_checkpoints, load_training_state

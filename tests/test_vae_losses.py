@@ -9,12 +9,10 @@ import torch.nn.functional as F
 
 from walt.autoencoder.discriminator import BlurPool3d, Discriminator3D, DiscriminatorConfig
 from walt.autoencoder.losses import (
-    I3DFeatures,
     LeCAM,
     PerceptualLoss,
     VAELoss,
     VAELossConfig,
-    build_perceptual_loss,
     gan_discriminator_loss,
     gan_generator_loss,
     kl_divergence,
@@ -22,6 +20,7 @@ from walt.autoencoder.losses import (
     reconstruction_loss,
 )
 from walt.config import config_from_dict, config_to_dict
+from walt.train.perceptual import I3DFeatures, build_perceptual_loss
 
 
 def test_loss_config_defaults_are_magvit2():

@@ -5,15 +5,12 @@ optimiser state, RNG states) are stored as safetensors entries; the non-tensor s
 config, step counters, hyper-parameters) is stored as JSON in the file's metadata. Nothing is
 ever unpickled, so loading an untrusted checkpoint cannot run code.
 
-Writes go to a temporary file in the same folder, are fsync'ed, then renamed over the target:
-a kill mid-save leaves the previous checkpoint intact.
+Writes are atomic (`walt.io.atomic_write`): a kill mid-save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from walt.io import atomic_write
+
 FORMAT = "walt-checkpoint/1"
+# The "kind" of a resumable training state (`walt.train.common.save_training_state`); the
+# networks' own kinds live with them (e.g. `walt.denoiser.model.CHECKPOINT_KIND`).
+TRAINING_STATE_KIND = "walt-training-state"
 _TENSOR = "__tensor__"
 _NDARRAY = "__ndarray__"
 _TUPLE = "__tuple__"
@@ -75,23 +77,6 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, list):
         return [_unflatten(v, tensors) for v in obj]
     return obj
-
-
-def atomic_write(path: str | Path, write_fn) -> None:
-    """Call `write_fn(tmp_path)` then atomically rename the temp file onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

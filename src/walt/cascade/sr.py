@@ -25,8 +25,8 @@ conditioning, with noise-conditioning augmentation: t_sr ~ U(0, t_max), fed thro
   of 50 (alpha_bar ~ 0.97 on the zero-terminal-SNR linear schedule).
 * Training pairs (`sr_loss`): hi-res latents z_hi and the latents z_lo of the same clips at half
   the resolution, from the same autoencoder: the low-res clip is the high-res clip's pixels
-  downsampled (box filter) before encoding (`walt.cascade.pairs`, `walt encode --downsample-from`;
-  two latent caches, see `walt.cascade.train_sr`); both normalised with their own cache's statistics.
+  downsampled (box filter) before encoding (`walt.data.downsample`, `walt encode --downsample-from`;
+  two latent caches, `walt train --stage sr`); both normalised with their own cache's statistics.
 """
 
 from __future__ import annotations

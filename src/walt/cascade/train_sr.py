@@ -210,10 +210,10 @@ def train_sr_stage(
 
 def run_cli(args: argparse.Namespace) -> int:
     """`walt train --stage sr ...` (the arguments of `walt.commands.train`)."""
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
     from walt.config import config_from_dict
-    from walt.data.latent_cache import LatentDataset
+    from walt.data.latent_dataset import LatentDataset
     from walt.denoiser import WALT, get_preset
 
     if args.lowres_cache is None:
@@ -224,26 +224,26 @@ def run_cli(args: argparse.Namespace) -> int:
                                          ("--sample-every", args.sample_every > 0)) if on]
     if unsupported:
         raise UserError(f"{', '.join(unsupported)} is not supported with --stage sr (a single-process loop); drop it")
-    steps = C.positive_int(args.steps, "--steps")
-    batch = C.positive_int(args.batch_size, "--batch-size")
-    C.finite_float(args.lr, "--lr", 0.0, strict=True)
+    steps = A.positive_int(args.steps, "--steps")
+    batch = A.positive_int(args.batch_size, "--batch-size")
+    A.finite_float(args.lr, "--lr", 0.0, strict=True)
     warmup = args.warmup_steps if args.warmup_steps is not None else min(500, steps // 10)
-    sets = C.parse_sets(args.set)
-    train_sets, model_sets = C.split_sets(sets, "train")
+    sets = A.parse_sets(args.set)
+    train_sets, model_sets = A.split_sets(sets, "train")
 
-    with C.user_errors("--cache: "):
+    with A.user_errors("--cache: "):
         hi = LatentDataset(args.cache)
-    with C.user_errors("--lowres-cache: "):
+    with A.user_errors("--lowres-cache: "):
         lo = LatentDataset(args.lowres_cache)
     text = None
     if args.text:
         from walt.text import TextEmbeddings
 
-        with C.user_errors("--text: "):
+        with A.user_errors("--text: "):
             text = TextEmbeddings(args.cache)
         if len(text) != len(hi) or text.vae_sha256 != hi.vae_sha256:
             raise UserError(f"--text: the caption features in {args.cache} belong to another latent cache; re-encode it")
-    with C.user_errors("--preset: "):
+    with A.user_errors("--preset: "):
         net_cfg = get_preset(args.preset)
     if net_cfg.lowres_channels <= 0:
         raise UserError(f"--preset {args.preset} is not a super-resolution network; use sr1, sr2, sr1-tiny or sr2-tiny")
@@ -258,23 +258,23 @@ def run_cli(args: argparse.Namespace) -> int:
         for key in ("spatial_window", "spatiotemporal_window"):
             if key not in model_sets:
                 merged[key] = fit_window(tuple(merged[key]), grid)
-    with C.user_errors("the caches / --set values do not fit the preset: "):
+    with A.user_errors("the caches / --set values do not fit the preset: "):
         net_cfg = config_from_dict(type(net_cfg), {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()})
-    with C.user_errors():
+    with A.user_errors():
         cfg = SRTrainConfig(steps=steps, batch_size=batch, lr=args.lr, warmup_steps=warmup, seed=args.seed,
                             log_every=args.log_every, ckpt_every=args.ckpt_every)
-    cfg = C.apply_sets(cfg, train_sets)
-    with C.user_errors("the caches do not pair up: "):
+    cfg = A.apply_sets(cfg, train_sets)
+    with A.user_errors("the caches do not pair up: "):
         check_pair_caches(hi, lo, cfg.sr.scale)
-    out = C.check_out_not_file(args.out)
+    out = F.check_out_not_file(args.out)
     if (out / "walt_ema.safetensors").exists():
         raise UserError(f"--out {out} already holds a trained stage; choose an empty folder")
-    device = C.pick_device(args.device)
+    device = F.pick_device(args.device)
     existed = out.is_dir()
-    C.writable_dir(out)
+    F.writable_dir(out)
     torch.manual_seed(args.seed)
-    with C.cleanup_if_empty(out, existed):
-        with C.user_errors("the network does not fit the caches: "):
+    with F.cleanup_if_empty(out, existed):
+        with A.user_errors("the network does not fit the caches: "):
             net = WALT(net_cfg).to(device)
         n = sum(p.numel() for p in net.parameters())
         print(f"walt train --stage sr: WALT-{args.preset} ({n / 1e6:.2f}M params) on {len(hi)} clip pairs, latents "

@@ -2,7 +2,7 @@
 
 Each module here defines `HELP` (one line), `add_args(parser)` and `run(args) -> int`, and keeps
 heavy imports (torch, models) inside `run` so `walt --help` stays instant. User mistakes raise
-`walt.cli.UserError` (one line, exit code 2, no traceback).
+`walt.errors.UserError` (one line, exit code 2, no traceback).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def parse_only(text: str | None) -> tuple[str, ...]:
     """'ae,peers' -> ('ae', 'peers') in the canonical order (UserError on an unknown item)."""
     from walt.bench import SECTIONS
-    from walt.cli import UserError
+    from walt.errors import UserError
 
     if text is None:
         return SECTIONS
@@ -51,25 +51,25 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from walt.bench import SIZE_NAMES
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
 
     # ---- 1. flags ----
     only = parse_only(args.only)
     if args.size is not None and args.size not in SIZE_NAMES:
         raise UserError(f"--size {args.size!r} is not a size; use cpu or paper")
     if args.threads is not None:
-        C.positive_int(args.threads, "--threads")
-    device = C.pick_device(args.device)
+        A.positive_int(args.threads, "--threads")
+    device = F.pick_device(args.device)
     size_name = args.size or ("paper" if device.type == "cuda" else "cpu")
     from walt.bench import suite
 
     if "peers" in only and args.only is not None and not suite.peers_available():
         raise UserError("--only peers needs diffusers: pip install 'walt[peers]' (or leave peers out of --only)")
     # ---- 2. output folder, last ----
-    out = C.check_out_not_file(args.out)
+    out = F.check_out_not_file(args.out)
     existed = out.is_dir()
-    C.writable_dir(out)
+    F.writable_dir(out)
 
     import torch
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"walt bench: {size.name} size on {device} ({', '.join(only)}) -> {out}", flush=True)
     print(f"walt bench: {size.description}", flush=True)
     try:
-        with C.cleanup_if_empty(out, existed):
+        with F.cleanup_if_empty(out, existed):
             result = suite.run_suite(size, device, only, log=lambda m: print(f"walt bench: {m}", flush=True))
             (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
             (out / "bench.md").write_text(suite.markdown(result))

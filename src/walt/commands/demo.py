@@ -51,9 +51,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt.cli import UserError
-    from walt.commands._common import apply_sets, check_frames, check_resolution, finite_float, parse_sets, \
-        pick_device, user_errors, writable_dir
+    from walt.commands.args import apply_sets, check_frames, check_resolution, finite_float, parse_sets, user_errors
+    from walt.commands.files import pick_device, writable_dir
+    from walt.errors import UserError
 
     minutes = finite_float(args.minutes, "--minutes", minimum=0.0, strict=True)
     device = pick_device(args.device)
@@ -131,7 +131,7 @@ def _set_threads(threads: int | None) -> None:
 
     import torch
 
-    from walt.cli import UserError
+    from walt.errors import UserError
 
     if threads is not None:
         if threads < 1:

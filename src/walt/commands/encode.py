@@ -10,7 +10,7 @@ Super-resolution pairs (`walt train --stage sr`, W.A.L.T §4): encode the high-r
 the low-res cache of the SAME clips with `--downsample-from HxW` (the recommended way): each clip
 is loaded at the high resolution and its pixels are downsampled (`--downsample-mode`, default
 area = box filter) before encoding, so the pair's low-res side is the high-res clip downsampled
-(`walt.cascade.pairs`). Without it the built-in clips are re-rendered at the low resolution.
+(`walt.data.downsample`). Without it the built-in clips are re-rendered at the low resolution.
 
 The transformer trains on the cache (`walt train --cache ...`), never on pixels. Re-running the
 same command after an interruption skips every finished shard; a cache folder made by another
@@ -50,7 +50,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="also cache caption features for text-to-video: minilm (offline all-MiniLM-L6-v2) or "
                         "t5:PATH (a local T5 folder); stored in OUT/text/")
     p.add_argument("--text-max-length", type=int, default=None, help="tokens per caption (default: the encoder's)")
-    from walt.commands._common import add_clip_sampling_args
+    from walt.commands.args import add_clip_sampling_args
 
     add_clip_sampling_args(p)  # --frame-stride N | --fps F (frames of real videos)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,7 +60,7 @@ def _check_existing_cache(out, vae_hash: str, num_samples: int, args) -> None:
     """Refuse, before any work, a cache folder that this command cannot resume (another VAE / settings)."""
     import json
 
-    from walt.cli import UserError
+    from walt.errors import UserError
 
     plan = out / "plan.json"
     if not plan.is_file():
@@ -86,44 +86,45 @@ def _check_existing_cache(out, vae_hash: str, num_samples: int, args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
 
     # ---- 1. numbers ----
-    C.positive_int(args.shard_size, "--shard-size")
-    C.positive_int(args.batch_size, "--batch-size")
-    C.positive_int(args.workers, "--workers", minimum=0)
+    A.positive_int(args.shard_size, "--shard-size")
+    A.positive_int(args.batch_size, "--batch-size")
+    A.positive_int(args.workers, "--workers", minimum=0)
     if args.num_samples is not None:
-        C.positive_int(args.num_samples, "--num-samples")
+        A.positive_int(args.num_samples, "--num-samples")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
-    device = C.pick_device(args.device)
-    out = C.check_out_not_file(args.out)
+    device = F.pick_device(args.device)
+    out = F.check_out_not_file(args.out)
 
     # ---- 2. autoencoder, then sizes that depend on it ----
-    vae, _, vae_path = C.load_vae(args.vae, device)
+    vae, _, vae_path = F.load_vae(args.vae, device)
     cfg = vae.config
-    C.check_frames(args.frames, cfg.temporal_factor)
-    res = C.parse_resolution(args.resolution, cfg.spatial_factor)
-    src = C.parse_resolution(args.downsample_from, cfg.spatial_factor, "--downsample-from") if args.downsample_from else None
+    A.check_frames(args.frames, cfg.temporal_factor)
+    res = A.parse_resolution(args.resolution, cfg.spatial_factor)
+    src = A.parse_resolution(args.downsample_from, cfg.spatial_factor, "--downsample-from") if args.downsample_from else None
     if src is not None and (src[0] < res[0] or src[1] < res[1]):
         raise UserError(f"--downsample-from {args.downsample_from} must be at least --resolution {args.resolution} "
                         "in both height and width (it is the high-res size the clips are downsampled from)")
     if args.chunk_frames is not None:
-        cf = C.positive_int(args.chunk_frames, "--chunk-frames")
+        cf = A.positive_int(args.chunk_frames, "--chunk-frames")
         if cf % cfg.temporal_factor:
             raise UserError(f"--chunk-frames {cf} must be a multiple of the temporal factor {cfg.temporal_factor}")
 
-    from walt.data.latent_cache import encode_dataset, vae_fingerprint
+    from walt.data.latent_cache import encode_dataset
+    from walt.data.latent_dataset import vae_fingerprint
 
     # ---- 3. data; the existing cache (if any) must be resumable ----
-    ds = C.dataset_from_arg(args.data, args.frames, src or res, args.num_samples, args.seed,
+    ds = F.dataset_from_arg(args.data, args.frames, src or res, args.num_samples, args.seed,
                             cfg.temporal_factor, frame_stride=args.frame_stride, fps=args.fps)
     description = None
     if src is not None:
-        from walt.cascade.pairs import Downsampled
+        from walt.data.downsample import Downsampled
 
-        with C.user_errors("--downsample-from: "):
+        with A.user_errors("--downsample-from: "):
             ds = Downsampled(ds, res, args.downsample_mode, source_resolution=src)
         description = ds.describe()
     _check_existing_cache(out, vae_fingerprint(vae), len(ds), args)
@@ -131,13 +132,13 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- 4. output folder, last ----
     existed = out.is_dir()
-    C.writable_dir(out)
+    F.writable_dir(out)
     lat = (cfg.latent_channels, 1 + (args.frames - 1) // cfg.temporal_factor,
            res[0] // cfg.spatial_factor, res[1] // cfg.spatial_factor)
     how = f" ({args.downsample_mode}-downsampled from {src[0]}x{src[1]})" if src is not None else ""
-    print(f"walt encode: {C.describe_dataset(ds)} of {args.frames}x{res[0]}x{res[1]}{how} "
+    print(f"walt encode: {F.describe_dataset(ds)} of {args.frames}x{res[0]}x{res[1]}{how} "
           f"-> latents {lat} (c, t, h, w) with {vae_path}, device {device}, into {out}")
-    with C.cleanup_if_empty(out, existed):
+    with F.cleanup_if_empty(out, existed):
         info = encode_dataset(vae, ds, out, shard_size=args.shard_size, batch_size=args.batch_size,
                               chunk_frames=args.chunk_frames, device=device, progress=not args.no_progress,
                               latent_dtype=args.dtype, num_workers=args.workers, description=description)
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     if text_encoder is not None:
         from walt.text import cache_text_embeddings
 
-        with C.user_errors("--text-encoder: "):
+        with A.user_errors("--text-encoder: "):
             tinfo = cache_text_embeddings(out, text_encoder, progress=not args.no_progress)
         print(f"walt encode: text features {tinfo['encoder']['name']} ({tinfo['encoder']['dim']}-d, up to "
               f"{tinfo['max_tokens']} tokens, {len(tinfo['encoded_shards'])} shard(s) encoded now) in {out / 'text'}")
@@ -161,14 +162,14 @@ def _build_text_encoder(args, out, device):
     """The frozen text encoder of --text-encoder, checked against a text sidecar already in --out."""
     import json
 
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
     from walt.text import build_text_encoder
 
     kwargs = {}
     if args.text_max_length is not None:
-        kwargs["max_length"] = C.positive_int(args.text_max_length, "--text-max-length")
-    with C.user_errors(f"--text-encoder {args.text_encoder}: "):
+        kwargs["max_length"] = A.positive_int(args.text_max_length, "--text-max-length")
+    with A.user_errors(f"--text-encoder {args.text_encoder}: "):
         enc = build_text_encoder(args.text_encoder, device=device, **kwargs)
     plan = out / "text" / "plan.json"
     if plan.is_file():

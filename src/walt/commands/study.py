@@ -70,8 +70,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args, device):
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
     from walt.study.common import study_config
 
     preset = args.preset if args.preset != "auto" else ("gpu" if device.type == "cuda" else "cpu")
@@ -81,38 +81,38 @@ def _config(args, device):
                       ("walt_steps", "walt_steps"), ("sample_steps", "sample_steps")):
         v = getattr(args, flag)
         if v is not None:
-            over[key] = C.positive_int(v, "--" + flag.replace("_", "-"))
+            over[key] = A.positive_int(v, "--" + flag.replace("_", "-"))
     if args.budget_minutes is not None:
         if args.vae_steps is not None or args.walt_steps is not None:
             raise UserError("give either --budget-minutes or --vae-steps/--walt-steps, not both")
-        over["budget_minutes"] = C.finite_float(args.budget_minutes, "--budget-minutes", 0.0, strict=True)
+        over["budget_minutes"] = A.finite_float(args.budget_minutes, "--budget-minutes", 0.0, strict=True)
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
-    with C.user_errors():
+    with A.user_errors():
         from walt.eval.fvd import fvd_protocol
 
         fvd_protocol(args.fvd_protocol)
         cfg = study_config(preset, **over, seed=args.seed, fvd=not args.no_fvd, fvd_protocol=args.fvd_protocol)
-    return C.apply_sets(cfg, C.parse_sets(args.set))
+    return A.apply_sets(cfg, A.parse_sets(args.set))
 
 
 def _datasets(args, cfg):
     """(training pool, held-out clips, description): builtin = two seeds; a folder = first N / next M files."""
-    from walt.commands import _common as C
+    from walt.commands import args as A, files as F
 
     if args.data == "builtin":
         from walt.data import SyntheticVideos
 
-        with C.user_errors("--data builtin: "):
+        with A.user_errors("--data builtin: "):
             train = SyntheticVideos(cfg.train_clips, num_frames=cfg.num_frames, resolution=cfg.resolution, seed=cfg.seed)
             held = SyntheticVideos(cfg.eval_clips, num_frames=cfg.num_frames, resolution=cfg.resolution,
                                    seed=cfg.seed + 10_007)
         return train, held, "builtin procedural dataset (held-out clips from another seed)"
     from torch.utils.data import Subset
 
-    from walt.cli import UserError
+    from walt.errors import UserError
 
-    ds = C.dataset_from_arg(args.data, cfg.num_frames, cfg.resolution, num_samples=cfg.train_clips + cfg.eval_clips,
+    ds = F.dataset_from_arg(args.data, cfg.num_frames, cfg.resolution, num_samples=cfg.train_clips + cfg.eval_clips,
                             seed=cfg.seed, temporal_factor=1)
     if len(ds) < cfg.eval_clips + 2:
         raise UserError(f"--data {args.data} has {len(ds)} clips; need at least --eval-clips + 2 = {cfg.eval_clips + 2}")
@@ -123,20 +123,20 @@ def _datasets(args, cfg):
 
 
 def _designs(args, cfg):
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
     from walt.study.encoder import check_design, design_grid
 
     axes = {}
     for flag, key in (("temporal", "temporal_factor"), ("spatial", "spatial_factor"), ("channels", "latent_channels")):
         v = getattr(args, flag)
         if v is not None:
-            axes[key] = tuple(C.parse_int_list(v, f"--{flag}"))
+            axes[key] = tuple(A.parse_int_list(v, f"--{flag}"))
     if args.causal is not None:
         axes["causal"] = {"yes": (True,), "no": (False,), "both": (True, False)}[args.causal]
     if axes and args.grid == "small":
         raise UserError("--temporal/--spatial/--channels/--causal need --grid custom (or full)")
-    with C.user_errors():
+    with A.user_errors():
         designs = design_grid(args.grid, args.full_factorial, **axes)
         from walt.autoencoder import preset_config
 
@@ -147,34 +147,34 @@ def _designs(args, cfg):
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
 
     if args.study is None:
         raise UserError("choose a study: `walt study encoder` or `walt study ablation` (see --help)")
-    device = C.pick_device(args.device)
+    device = F.pick_device(args.device)
     if args.threads is not None:
         import torch
 
-        torch.set_num_threads(C.positive_int(args.threads, "--threads"))
+        torch.set_num_threads(A.positive_int(args.threads, "--threads"))
     cfg = _config(args, device)
     if args.study == "encoder":
         designs = _designs(args, cfg)
     else:
         from walt.study.ablation import get_variants
 
-        with C.user_errors("--variants: "):
+        with A.user_errors("--variants: "):
             variants = get_variants(args.variants.split(",") if args.variants else None)
         if args.vae is not None:
-            C.resolve_checkpoint(args.vae, "--vae", ("vae.safetensors", "vae_ema.safetensors"))
+            F.resolve_checkpoint(args.vae, "--vae", ("vae.safetensors", "vae_ema.safetensors"))
     train, held, desc = _datasets(args, cfg)
     i3d = None
     if cfg.fvd:
         from walt.study.common import load_fvd_network
 
-        with C.user_errors():
+        with A.user_errors():
             i3d = load_fvd_network(device)
-    out = C.writable_dir(args.out)
+    out = F.writable_dir(args.out)
     command = "walt " + shlex.join(sys.argv[sys.argv.index("study"):]) if "study" in sys.argv else None
     progress = not args.no_progress
     from walt.study.common import StudySettingsError
@@ -190,9 +190,9 @@ def run(args: argparse.Namespace) -> int:
 
             vae = None
             if args.vae is not None:
-                vae = C.resolve_checkpoint(args.vae, "--vae", ("vae.safetensors", "vae_ema.safetensors"))
+                vae = F.resolve_checkpoint(args.vae, "--vae", ("vae.safetensors", "vae_ema.safetensors"))
             run_ablation_study(cfg, variants, out, train, held, device, vae_path=vae, i3d=i3d, progress=progress,
                                command=command, data_description=desc)
     except StudySettingsError as e:  # raised before any work; anything later keeps its traceback
-        raise UserError(C.first_line(e)) from None
+        raise UserError(A.first_line(e)) from None
     return 0

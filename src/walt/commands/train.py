@@ -90,8 +90,8 @@ def _store_extras(path, extras: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
 
     if args.stage == "sr":  # cascade super-resolution stage: its own loop (walt.cascade.train_sr)
         from walt.cascade.train_sr import run_cli
@@ -101,14 +101,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--lowres-cache is for --stage sr; add --stage sr or drop --lowres-cache")
 
     # ---- 1. numbers and flags ----
-    steps = C.positive_int(args.steps, "--steps")
-    batch = C.positive_int(args.batch_size, "--batch-size")
-    accum = C.positive_int(args.grad_accum, "--grad-accum")
-    C.finite_float(args.lr, "--lr", 0.0, strict=True)
-    C.finite_float(args.fps, "--fps", 0.0, strict=True)
-    C.positive_int(args.log_every, "--log-every")
-    C.positive_int(args.ckpt_every, "--ckpt-every")
-    C.positive_int(args.sample_every, "--sample-every", minimum=0)
+    steps = A.positive_int(args.steps, "--steps")
+    batch = A.positive_int(args.batch_size, "--batch-size")
+    accum = A.positive_int(args.grad_accum, "--grad-accum")
+    A.finite_float(args.lr, "--lr", 0.0, strict=True)
+    A.finite_float(args.fps, "--fps", 0.0, strict=True)
+    A.positive_int(args.log_every, "--log-every")
+    A.positive_int(args.ckpt_every, "--ckpt-every")
+    A.positive_int(args.sample_every, "--sample-every", minimum=0)
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.bf16 and args.fp32:
@@ -116,31 +116,31 @@ def run(args: argparse.Namespace) -> int:
     if batch % accum:
         raise UserError(f"--batch-size {batch} must be divisible by --grad-accum {accum}")
     warmup = args.warmup_steps if args.warmup_steps is not None else min(1000, steps // 10)
-    C.positive_int(warmup, "--warmup-steps", minimum=0)
+    A.positive_int(warmup, "--warmup-steps", minimum=0)
     if args.image_ratio is not None:
-        C.finite_float(args.image_ratio, "--image-ratio", 0.0)
+        A.finite_float(args.image_ratio, "--image-ratio", 0.0)
         if args.image_ratio > 1 or args.image_cache is None:
             raise UserError("--image-ratio must be in [0, 1] and needs --image-cache")
-    sets = C.parse_sets(args.set)
-    train_sets, model_sets = C.split_sets(sets, "train")
+    sets = A.parse_sets(args.set)
+    train_sets, model_sets = A.split_sets(sets, "train")
 
     # ---- 2. caches ----
-    from walt.data.latent_cache import LatentDataset
+    from walt.data.latent_dataset import LatentDataset
 
-    with C.user_errors("--cache: "):
+    with A.user_errors("--cache: "):
         ds = LatentDataset(args.cache)
     text = None
     if args.text:
         from walt.text import TextEmbeddings
 
-        with C.user_errors("--text: "):
+        with A.user_errors("--text: "):
             text = TextEmbeddings(args.cache)
         if text.vae_sha256 != ds.vae_sha256 or len(text) != len(ds):
             raise UserError(f"--text: the caption features in {args.cache}/text belong to another latent cache; "
                             "re-run `walt encode ... --text-encoder minilm`")
     image_ds = None
     if args.image_cache is not None:
-        with C.user_errors("--image-cache: "):
+        with A.user_errors("--image-cache: "):
             image_ds = LatentDataset(args.image_cache, vae=ds.vae_sha256)
         if not image_ds.is_image_cache:
             raise UserError(f"--image-cache {args.image_cache} holds {image_ds.latent_shape[1]}-frame latents, not images; "
@@ -150,13 +150,13 @@ def run(args: argparse.Namespace) -> int:
     from walt.denoiser import WALT, get_preset
     from walt.train.denoiser import DenoiserTrainConfig, _check_data, _check_resumable
 
-    with C.user_errors("--preset: "):
+    with A.user_errors("--preset: "):
         net_cfg = get_preset(args.preset)
-    with C.user_errors("the cache does not fit the preset: "):
+    with A.user_errors("the cache does not fit the preset: "):
         net_cfg = _fit_to_cache(net_cfg, ds, set(model_sets), text)
-    net_cfg = C.apply_sets(net_cfg, model_sets)
+    net_cfg = A.apply_sets(net_cfg, model_sets)
     precision = "bf16" if args.bf16 else ("fp32" if args.fp32 else "auto")
-    with C.user_errors():
+    with A.user_errors():
         train_cfg = DenoiserTrainConfig(
             steps=steps, batch_size=batch, grad_accum=accum, lr=args.lr, warmup_steps=warmup, seed=args.seed,
             precision=precision, activation_checkpointing=args.grad_checkpointing, compile=args.compile,
@@ -164,20 +164,20 @@ def run(args: argparse.Namespace) -> int:
             sample_every=args.sample_every,
             image_ratio=(0.5 if args.image_ratio is None else args.image_ratio) if image_ds is not None else 0.0,
         )
-    train_cfg = C.apply_sets(train_cfg, train_sets)
+    train_cfg = A.apply_sets(train_cfg, train_sets)
 
     # ---- 4. the network against the cache (channels, size, labels) before building it big ----
     class _Shape:  # _check_data needs only .config
         config = net_cfg
 
-    with C.user_errors("--cache does not fit the network: "):
+    with A.user_errors("--cache does not fit the network: "):
         _check_data(ds, _Shape, "video cache")
         if image_ds is not None:
             _check_data(image_ds, _Shape, "image cache")
     if text is not None:
         from walt.train.denoiser import _check_text
 
-        with C.user_errors("--text: "):
+        with A.user_errors("--text: "):
             _check_text(text, ds, _Shape)
     elif net_cfg.text_dim > 0:
         raise UserError(f"the network has text_dim={net_cfg.text_dim} but --text was not given; "
@@ -185,9 +185,9 @@ def run(args: argparse.Namespace) -> int:
 
     vae = None
     if args.vae is not None:
-        from walt.data.latent_cache import vae_fingerprint
+        from walt.data.latent_dataset import vae_fingerprint
 
-        vae, _, vae_path = C.load_vae(args.vae)
+        vae, _, vae_path = F.load_vae(args.vae)
         if vae_fingerprint(vae) != ds.vae_sha256:
             raise UserError(f"--vae {vae_path} is not the autoencoder that made --cache {args.cache}; "
                             "pass that one, or re-encode the cache with this one")
@@ -196,13 +196,13 @@ def run(args: argparse.Namespace) -> int:
     from walt.config import config_to_dict
     from walt.train.common import latest_checkpoint, load_training_state
 
-    out = C.check_out_not_file(args.out)
+    out = F.check_out_not_file(args.out)
     last = latest_checkpoint(out / "checkpoints")
     if last is not None:
         if not args.resume:
             raise UserError(f"--out {out} already holds a run (newest checkpoint {last.name}); "
                             "pass --resume to continue it or choose an empty folder")
-        with C.user_errors(f"cannot resume {last}: "):
+        with A.user_errors(f"cannot resume {last}: "):
             last_state = load_training_state(last)
             _check_resumable(last_state, train_cfg, config_to_dict(net_cfg), ds.vae_sha256, last)
             if (last_state.get("text_encoder") or {}).get("weights_id") != (text.weights_id if text else None):
@@ -212,11 +212,11 @@ def run(args: argparse.Namespace) -> int:
     # ---- 6. devices (torchrun: join the group), then the output folder ----
     from walt.train.distributed import get_world_size, init_distributed, is_main, shutdown
 
-    with C.user_errors():
+    with A.user_errors():
         info = init_distributed()
-    device = info.device if info.world_size > 1 else C.pick_device(args.device)
+    device = info.device if info.world_size > 1 else F.pick_device(args.device)
     existed = out.is_dir()
-    C.writable_dir(out)
+    F.writable_dir(out)
 
     import torch
 
@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)  # same initial weights on every rank
     code = 0
-    with C.cleanup_if_empty(out, existed):
+    with F.cleanup_if_empty(out, existed):
         net = WALT(net_cfg).to(device)
         if vae is not None:
             vae = vae.to(device)
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
                                     resume=args.resume, progress=not args.no_progress, text_embeddings=text)
         except NonFiniteLossError as e:
             if is_main():
-                print(f"walt train: error: {C.first_line(e)}; lower --lr or resume from the last checkpoint")
+                print(f"walt train: error: {A.first_line(e)}; lower --lr or resume from the last checkpoint")
             code = 1
     if code == 0 and is_main():
         if result.interrupted:

@@ -40,7 +40,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
                    help="adversarial loss discriminator size; auto = tiny for the tiny preset, else default")
     p.add_argument("--num-samples", type=int, default=None,
                    help="dataset size: clips of the built-in dataset (default 1024) / first N files of a folder")
-    from walt.commands._common import add_clip_sampling_args
+    from walt.commands.args import add_clip_sampling_args
 
     add_clip_sampling_args(p)  # --frame-stride N | --fps F (frames of real videos)
     p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"],
@@ -72,7 +72,7 @@ def split_holdout(ds, data_arg: str, clips: int, frames: int, resolution: int, s
     import torch
     from torch.utils.data import Subset
 
-    from walt.cli import UserError
+    from walt.errors import UserError
     from walt.data import SyntheticVideos
 
     if data_arg == "builtin":
@@ -103,26 +103,26 @@ def run(args: argparse.Namespace) -> int:
 
     from walt.autoencoder import CausalVAE, preset_config
     from walt.autoencoder.discriminator import DISCRIMINATOR_PRESETS
-    from walt.cli import UserError
-    from walt.commands import _common as C
+    from walt.errors import UserError
+    from walt.commands import args as A, files as F
     from walt.train.common import NonFiniteLossError, latest_checkpoint, load_training_state
     from walt.train.vae import VAETrainConfig, _check_resumable, train_vae
     from walt.train.vae_config import FSDP_REFUSAL
 
     # ---- 1. numbers and flags ----
-    steps = C.positive_int(args.steps, "--steps")
-    batch = C.positive_int(args.batch_size, "--batch-size")
-    accum = C.positive_int(args.grad_accum, "--grad-accum")
-    C.finite_float(args.lr, "--lr", 0.0, strict=True)
-    C.positive_int(args.log_every, "--log-every")
-    C.positive_int(args.ckpt_every, "--ckpt-every")
-    C.positive_int(args.stats_batches, "--stats-batches", minimum=0)
-    C.positive_int(args.sample_every, "--sample-every", minimum=0)
-    C.positive_int(args.sample_clips, "--sample-clips")
+    steps = A.positive_int(args.steps, "--steps")
+    batch = A.positive_int(args.batch_size, "--batch-size")
+    accum = A.positive_int(args.grad_accum, "--grad-accum")
+    A.finite_float(args.lr, "--lr", 0.0, strict=True)
+    A.positive_int(args.log_every, "--log-every")
+    A.positive_int(args.ckpt_every, "--ckpt-every")
+    A.positive_int(args.stats_batches, "--stats-batches", minimum=0)
+    A.positive_int(args.sample_every, "--sample-every", minimum=0)
+    A.positive_int(args.sample_clips, "--sample-clips")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if args.num_samples is not None:
-        C.positive_int(args.num_samples, "--num-samples")
+        A.positive_int(args.num_samples, "--num-samples")
     if args.bf16 and args.fp32:
         raise UserError("--bf16 and --fp32 contradict each other; give one")
     if args.parallel == "fsdp":
@@ -132,21 +132,21 @@ def run(args: argparse.Namespace) -> int:
     if batch % accum:
         raise UserError(f"--batch-size {batch} must be divisible by --grad-accum {accum}")
     warmup = args.warmup_steps if args.warmup_steps is not None else min(1000, steps // 10)
-    C.positive_int(warmup, "--warmup-steps", minimum=0)
-    sets = C.parse_sets(args.set)
-    train_sets, model_sets = C.split_sets(sets, "train")
+    A.positive_int(warmup, "--warmup-steps", minimum=0)
+    sets = A.parse_sets(args.set)
+    train_sets, model_sets = A.split_sets(sets, "train")
 
     # ---- 2. configs (unknown preset / key -> one line naming it) ----
-    with C.user_errors("--preset: "):
+    with A.user_errors("--preset: "):
         model_cfg = preset_config(args.preset)
-    model_cfg = C.apply_sets(model_cfg, model_sets)
-    C.check_frames(args.frames, model_cfg.temporal_factor)
-    C.check_resolution(args.resolution, model_cfg.spatial_factor)
+    model_cfg = A.apply_sets(model_cfg, model_sets)
+    A.check_frames(args.frames, model_cfg.temporal_factor)
+    A.check_resolution(args.resolution, model_cfg.spatial_factor)
     disc_name = args.discriminator
     if disc_name == "auto":
         disc_name = "tiny" if args.preset == "tiny" else "default"
     precision = "bf16" if args.bf16 else ("fp32" if args.fp32 else "auto")
-    with C.user_errors():
+    with A.user_errors():
         train_cfg = VAETrainConfig(
             steps=steps, batch_size=batch, grad_accum=accum, lr=args.lr, warmup_steps=warmup, seed=args.seed,
             log_every=args.log_every, ckpt_every=args.ckpt_every, precision=precision,
@@ -154,10 +154,10 @@ def run(args: argparse.Namespace) -> int:
             sample_every=args.sample_every, sample_clips=args.sample_clips,
             discriminator=None if disc_name == "none" else DISCRIMINATOR_PRESETS[disc_name](),
         )
-    train_cfg = C.apply_sets(train_cfg, train_sets)
+    train_cfg = A.apply_sets(train_cfg, train_sets)
 
     # ---- 3. resume state of --out ----
-    out = C.check_out_not_file(args.out)
+    out = F.check_out_not_file(args.out)
     last = latest_checkpoint(out / "checkpoints")
     if last is not None:
         if not args.resume:
@@ -165,13 +165,13 @@ def run(args: argparse.Namespace) -> int:
                             "pass --resume to continue it or choose an empty folder")
         from walt.config import config_to_dict
 
-        with C.user_errors(f"cannot resume {last}: "):
+        with A.user_errors(f"cannot resume {last}: "):
             _check_resumable(load_training_state(last), train_cfg, config_to_dict(model_cfg), last)
 
     # ---- 4. devices (torchrun: join the group) ----
     from walt.train.distributed import get_world_size, init_distributed, is_main, shutdown
 
-    with C.user_errors():
+    with A.user_errors():
         info = init_distributed()
     if batch % (info.world_size * accum):
         raise UserError(f"--batch-size {batch} must be divisible by processes x --grad-accum = "
@@ -179,12 +179,12 @@ def run(args: argparse.Namespace) -> int:
     if info.world_size > 1 and train_cfg.parallel == "none":
         raise UserError(f"{info.world_size} processes with --parallel none would train unsynchronised copies; "
                         "pass --parallel ddp")
-    device = info.device if info.world_size > 1 else C.pick_device(args.device)
+    device = info.device if info.world_size > 1 else F.pick_device(args.device)
     if last is None and args.resume and is_main():
         print(f"walt train-vae: no checkpoint in {out / 'checkpoints'}; starting a new run")
 
     # ---- 5. data (empty / unreadable -> one line) ----
-    ds = C.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
+    ds = F.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
                             model_cfg.temporal_factor, frame_stride=args.frame_stride, fps=args.fps)
     holdout = None
     if train_cfg.sample_every > 0:
@@ -194,26 +194,26 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- 6. output folder, last ----
     existed = out.is_dir()
-    C.writable_dir(out)
+    F.writable_dir(out)
 
     import torch
 
     code, result = 0, None
-    with C.cleanup_if_empty(out, existed):
+    with F.cleanup_if_empty(out, existed):
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         vae = CausalVAE(model_cfg).to(device)
         if is_main():
             n_params = sum(p.numel() for p in vae.parameters())
             print(f"walt train-vae: {args.preset} autoencoder ({n_params / 1e6:.2f}M params, latent "
                   f"{model_cfg.latent_channels}ch, /{model_cfg.spatial_factor} space /{model_cfg.temporal_factor} time) "
-                  f"on {C.describe_dataset(ds)} of {args.frames}x{args.resolution}x{args.resolution}, "
+                  f"on {F.describe_dataset(ds)} of {args.frames}x{args.resolution}x{args.resolution}, "
                   f"{steps} steps x {batch} clips, {get_world_size()} process(es), device {device}, out {out}")
         try:
             result = train_vae(train_cfg, vae, ds, out, resume=args.resume, progress=not args.no_progress,
                                holdout=holdout)
         except NonFiniteLossError as e:
             if is_main():
-                print(f"walt train-vae: error: {C.first_line(e)}; lower --lr or resume from that checkpoint")
+                print(f"walt train-vae: error: {A.first_line(e)}; lower --lr or resume from that checkpoint")
             code = 1
     if code == 0 and is_main():
         code = _finish(result, args, ds, batch, device)

@@ -24,8 +24,7 @@ Images are 1-frame videos: a cache of images holds (N, c, 1, h, w) latents and w
 The latent statistics (per-channel mean / std, SPEC §1 "latents are normalised") are measured on
 the *stored* latents (after the float16 cast, if any), so normalisation matches what is read back.
 
-Reading (`LatentDataset`, `load_cache_index`, `vae_fingerprint`) lives in `walt.data.latent_dataset`
-and is re-exported here.
+Reading (`LatentDataset`, `load_cache_index`, `vae_fingerprint`) is `walt.data.latent_dataset`.
 """
 
 from __future__ import annotations
@@ -44,19 +43,18 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from walt.autoencoder.latent_stats import LatentStats, LatentStatsAccumulator
-from walt.checkpoint import atomic_write
+from walt.io import atomic_write, write_json
 from walt.config import config_to_dict
-from walt.data.latent_dataset import (  # noqa: F401  (re-exported: the public names of the cache)
+from walt.data.latent_dataset import (
     CACHE_FORMAT,
     INDEX_NAME,
     PLAN_NAME,
-    LatentDataset,
     _stats_from_index,
     load_cache_index,
     vae_fingerprint,
 )
 
-__all__ = ["CACHE_FORMAT", "LatentCacheInfo", "LatentDataset", "encode_dataset", "load_cache_index", "vae_fingerprint"]
+__all__ = ["LatentCacheInfo", "encode_dataset"]
 
 _DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -64,10 +62,6 @@ _DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch
 def _shard_name(i: int) -> str:
     return f"shard_{i:05d}.safetensors"
 
-
-def _write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _describe(dataset: Dataset) -> dict[str, Any]:
@@ -196,7 +190,7 @@ def encode_dataset(
         if all(_valid_shard(out_dir / s["file"], i, s["count"], vae_hash) for i, s in enumerate(index["shards"])):
             return LatentCacheInfo(out_dir, index, encoded_shards=[], skipped_shards=list(range(num_shards)))
         index_path.unlink(missing_ok=True)  # a shard went missing / corrupt: rebuild what is needed below
-    _write_json(out_dir / PLAN_NAME, plan)
+    write_json(out_dir / PLAN_NAME, plan)
 
     # ---- encode the shards that are not complete yet (under torchrun: shard s on rank s % world) ----
     encoded, skipped = [], []
@@ -265,7 +259,7 @@ def encode_dataset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if rank == 0:
-        _write_json(index_path, index)
+        write_json(index_path, index)
     if world > 1:
         torch.distributed.barrier()
     return LatentCacheInfo(out_dir, index, encoded_shards=encoded, skipped_shards=skipped)

@@ -3,8 +3,8 @@
 Eight motion classes (bouncing, rotating, growing, orbiting, sliding, pulsing, panning, flipping)
 of textured shapes on varied backgrounds, each sample a deterministic function of `(seed, index)`
 at any resolution and frame count, usable as a still image (its first frame) and with a short
-caption for text conditioning. What a clip shows and how it is drawn is `walt.data.synthetic_scene`
-(its names are re-exported here); this module holds the torch Datasets over those clips.
+caption for text conditioning. What a clip shows and how it is drawn is `walt.data.synthetic_scene`;
+this module holds the torch Datasets over those clips.
 """
 
 from __future__ import annotations
@@ -12,24 +12,10 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import Dataset
 
-from walt.data.synthetic_scene import (  # noqa: F401  (re-exported: the public names of the built-in dataset)
-    BACKGROUNDS,
-    CLASS_NAMES,
-    PALETTE,
-    SHAPES,
-    TEXTURES,
-    ClipParams,
-    caption_for,
-    params_to_dict,
-    render_clip,
-    sample_clip_params,
-)
+from walt.data.synthetic_scene import CLASS_NAMES, ClipParams, caption_for, render_clip, sample_clip_params
 from walt.data.transforms import Resolution, parse_resolution
 
-__all__ = [
-    "BACKGROUNDS", "CLASS_NAMES", "PALETTE", "SHAPES", "TEXTURES", "ClipParams", "SyntheticImages", "SyntheticVideos",
-    "caption_for", "params_to_dict", "render_clip", "sample_clip_params",
-]
+__all__ = ["SyntheticImages", "SyntheticVideos"]
 
 
 class SyntheticVideos(Dataset):

@@ -2,7 +2,7 @@
 
 Everything downstream of the decoder speaks one format: a float video `(3, T, H, W)` with
 pixels in [-1, 1] (CONTRIBUTING.md). Decoders produce uint8 `(T, H, W, 3)`; `to_float_video`
-bridges the two and `to_uint8_frames` goes back for writers.
+bridges the two (`walt.io.to_uint8_frames` goes back for writers).
 
 The causal autoencoder maps `1 + 4k` frames to `1 + k` latent frames (SPEC.md section 1), so
 every clip length the data layer hands out is validated with `validate_num_frames`.
@@ -60,37 +60,6 @@ def to_float_video(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
     if frames.dtype != torch.uint8 or frames.ndim != 4:
         raise ValueError(f"expected uint8 frames (T, H, W, C), got {frames.dtype} {tuple(frames.shape)}")
     return rearrange(frames, "t h w c -> c t h w").float().div_(127.5).sub_(1.0)
-
-
-def to_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A video in either layout -> uint8 numpy frames `(T, H, W, 3)`.
-
-    Accepted: float `(3, T, H, W)` in [-1, 1] (clamped), or uint8 in `(3, T, H, W)` or
-    `(T, H, W, 3)` layout (the last axis of size 3 decides). Grey videos (1 channel) are
-    repeated to RGB.
-    """
-    v = torch.as_tensor(video).detach().cpu()
-    if v.ndim != 4:
-        raise ValueError(f"expected a video with 4 axes (3, T, H, W), got shape {tuple(v.shape)}")
-    if v.dtype == torch.uint8:
-        if v.shape[-1] in (1, 3) and v.shape[0] not in (1, 3):
-            frames = v
-        elif v.shape[0] in (1, 3):
-            frames = rearrange(v, "c t h w -> t h w c")
-        else:
-            frames = v
-    elif v.is_floating_point():
-        if v.shape[0] not in (1, 3):
-            raise ValueError(f"float videos must be (3, T, H, W) in [-1, 1], got shape {tuple(v.shape)}")
-        frames = rearrange(v.float(), "c t h w -> t h w c").add(1.0).mul(127.5).round().clamp(0, 255)
-        frames = frames.to(torch.uint8)
-    else:
-        raise ValueError(f"videos must be float in [-1, 1] or uint8, got dtype {v.dtype}")
-    if frames.shape[-1] == 1:
-        frames = frames.expand(-1, -1, -1, 3)
-    if frames.shape[-1] != 3:
-        raise ValueError(f"expected 3 colour channels, got shape {tuple(v.shape)}")
-    return np.ascontiguousarray(frames.numpy())
 
 
 def resize_short_side(video: torch.Tensor, size: int, antialias: bool = True) -> torch.Tensor:

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from walt.data.synthetic import BACKGROUNDS, SHAPES, TEXTURES, ClipParams, SyntheticVideos
+from walt.data.synthetic import SyntheticVideos
+from walt.data.synthetic_scene import BACKGROUNDS, SHAPES, TEXTURES, ClipParams
 
 if TYPE_CHECKING:
     from walt.demo.config import DemoConfig

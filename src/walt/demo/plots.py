@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from walt.checkpoint import atomic_write
-from walt.data.video_io import frame_grid
+from walt.io import atomic_write
+from walt.io import frame_grid
 
 
 def labelled_grid(videos: torch.Tensor, labels: Sequence[str], scale: int = 3, pad: int = 2,

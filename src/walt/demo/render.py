@@ -135,7 +135,7 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
                + (f" ({mach['gpu']})" if mach.get("gpu") else "") + f"; {mach.get('platform')}")
     if mach.get("load_average_at_start"):
         machine += f"; load average at start {', '.join(f'{x:.1f}' for x in mach['load_average_at_start'])}"
-    from walt.data.synthetic import BACKGROUNDS, SHAPES, TEXTURES
+    from walt.data.synthetic_scene import BACKGROUNDS, SHAPES, TEXTURES
 
     speed, shapes = cfg.get("speed_scale", 1.0), tuple(cfg.get("shapes") or ())
     if cfg["backgrounds"] or cfg["textures"] or shapes or cfg["shape_scale"] != 1.0 or speed != 1.0:

@@ -54,7 +54,7 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
                   minutes: float, preset: str, finish_stage: Callable[[dict], None],
                   run_seconds: Callable[[], float]) -> dict[str, Any]:
     """Sample, measure, write every output file into `out`; returns the summary (also metrics.json)."""
-    from walt.data.video_io import write_gif, write_mp4
+    from walt.io import write_gif, write_mp4
     from walt.demo.budget import _read_log
     from walt.demo.stages import heldout_dataset, load_denoiser
     from walt.eval.metrics import psnr, ssim

@@ -196,7 +196,7 @@ def train_walt_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int
                      progress: bool, fvd=None) -> dict[str, Any]:
     """Train the denoiser until `deadline`; with `fvd` (a `walt.demo.fvd.DemoFVD`) also measure
     FVD at step 0, at `fvd.checkpoints` fractions of the run and at the end, inside the deadline."""
-    from walt.data.latent_cache import LatentDataset
+    from walt.data.latent_dataset import LatentDataset
     from walt.diffusion import DiffusionSchedule
     from walt.diffusion.loss import DiffusionLossConfig
     from walt.train.denoiser import DenoiserTrainConfig, train_denoiser

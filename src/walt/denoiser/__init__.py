@@ -6,13 +6,20 @@
 
 Plain PyTorch; never imports `walt.diffusion`, `walt.pipeline` or `walt.train` (the diffusion
 code only calls `net(x, t, ...)`; tests/test_denoiser.py checks this in a fresh interpreter).
-The text-to-video presets live in `walt.cascade.presets`, imported on the first lookup of a name
-the registry does not hold yet (`walt.denoiser.config.PRESET_MODULES`).
+Presets (`PRESETS`, a plain dict of config functions) include the text-to-video cascade's.
 """
 
 from walt.denoiser.attention import WindowAttention, WindowCrossAttention, resolve_window, window_partition, window_reverse
 from walt.denoiser.blocks import FinalLayer, WALTBlock
-from walt.denoiser.config import PRESETS, PresetRegistry, WALTConfig, get_preset, register_preset
+from walt.denoiser.config import (
+    CASCADE_STAGES,
+    PAPER_PARAMS,
+    PRESETS,
+    PresetRegistry,
+    WALTConfig,
+    get_preset,
+    register_preset,
+)
 from walt.denoiser.model import WALT
 
 __all__ = [
@@ -23,6 +30,8 @@ __all__ = [
     "WindowAttention",
     "WindowCrossAttention",
     "PRESETS",
+    "PAPER_PARAMS",
+    "CASCADE_STAGES",
     "PresetRegistry",
     "get_preset",
     "register_preset",

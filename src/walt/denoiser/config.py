@@ -1,4 +1,4 @@
-"""WALTConfig: the frozen config of the window-attention denoiser, and its presets.
+"""WALTConfig: the frozen config of the window-attention denoiser, and its presets (the cascade's too).
 
 Paper sizes (W.A.L.T, arXiv 2312.06662, Table/§4 and SPEC §2), all with latent c = 8, patch p = 1
 and AdaLN-LoRA rank r = 2:
@@ -18,8 +18,6 @@ Project choices (the paper is silent; kept configurable):
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -104,83 +102,9 @@ class WALTConfig:
         return c + self.lowres_channels
 
 
-# --- presets: functions in a registry dict --------------------------------------------------
-
-# Modules that register more presets when imported: the text-to-video cascade ("t2v-base",
-# "t2v-base-9x16", "sr1", "sr2" and their "-tiny" twins). They are imported on the first lookup of
-# the registry, not when this module is imported: `import walt.denoiser` then loads no other walt
-# package, and those modules may import this one freely (no import cycle).
-PRESET_MODULES: tuple[str, ...] = ("walt.cascade.presets",)
+# --- presets: plain functions in a dict (DiT's `DiT_models`) ----------------------------------
 
 
-class PresetRegistry(MutableMapping):
-    """name -> function returning a `WALTConfig`; `PRESET_MODULES` are imported on first read.
-
-    Looking up a name not registered yet (`reg[name]`, `name in reg`), iterating and `len` import
-    the modules once; registering (`register_preset`, `reg[name] = fn`) does not, so a preset
-    module that registers itself while it is being imported never recurses.
-    """
-
-    def __init__(self, modules: tuple[str, ...] = ()):
-        self._presets: dict[str, Callable[[], WALTConfig]] = {}
-        self._modules = modules
-        self._loaded = False
-
-    def _load(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True  # first: the modules read the registry while they are imported
-        try:
-            for module in self._modules:
-                importlib.import_module(module)
-        except BaseException:
-            self._loaded = False
-            raise
-
-    def __getitem__(self, name: str) -> Callable[[], WALTConfig]:
-        if name not in self._presets:  # the built-in presets need no import
-            self._load()
-        return self._presets[name]
-
-    def __setitem__(self, name: str, fn: Callable[[], WALTConfig]) -> None:
-        self._presets[name] = fn
-
-    def __delitem__(self, name: str) -> None:
-        del self._presets[name]
-
-    def __iter__(self) -> Iterator[str]:
-        self._load()
-        return iter(list(self._presets))
-
-    def __len__(self) -> int:
-        self._load()
-        return len(self._presets)
-
-    def __repr__(self) -> str:
-        return f"PresetRegistry({sorted(self)})"
-
-
-PRESETS = PresetRegistry(PRESET_MODULES)
-
-
-def register_preset(name: str):
-    """Decorator: `@register_preset("name")` on a function returning a `WALTConfig`."""
-
-    def deco(fn: Callable[[], WALTConfig]) -> Callable[[], WALTConfig]:
-        PRESETS[name] = fn
-        return fn
-
-    return deco
-
-
-def get_preset(name: str) -> WALTConfig:
-    """The config of preset `name` (ValueError listing the known presets if there is none)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown WALT preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]()
-
-
-@register_preset("tiny")
 def _tiny() -> WALTConfig:
     """CPU tests and demos: 4 layers, width 64, 4 heads, latent 5x8x8x4."""
     return WALTConfig(
@@ -195,20 +119,128 @@ def _tiny() -> WALTConfig:
     )
 
 
-@register_preset("L")
 def _large() -> WALTConfig:
     """W.A.L.T-L, UCF-101 class-conditional (17x128x128 -> 5x16x16x8 latents), ~313M params."""
     return WALTConfig(depth=24, hidden_size=1024, num_heads=16, num_classes=101)
 
 
-@register_preset("XL")
 def _xlarge() -> WALTConfig:
     """W.A.L.T-XL, UCF-101 class-conditional, ~460M params."""
     return WALTConfig(depth=28, hidden_size=1152, num_heads=16, num_classes=101)
 
 
-@register_preset("L-k600")
 def _large_k600() -> WALTConfig:
     """W.A.L.T-L for Kinetics-600 frame prediction: unconditional, with frame conditioning."""
     return WALTConfig(depth=24, hidden_size=1024, num_heads=16, num_classes=0, frame_conditioning=True)
 
+
+# The text-to-video cascade (W.A.L.T §4 / §5.4, SPEC §4): a base model at 17x128x128 (3B; later
+# fine-tuned to 128x224), SR-1 2x to 256x448 and SR-2 2x to 512x896. With f_s = 8 and c = 8 every
+# stage after the base sees the same 5x16x28 token grid: the patch size grows with the resolution.
+# Where the paper is silent (the reasoning and the counts: docs/notes/cascade_presets.md): T5-XL
+# text features (2048-d); cross-attention in every SR layer, which lands on the paper's 1.30B /
+# 419M; base 32 x 2560 x 20 (3.01B); windows 1x16x28 / 5x8x7 on the 9:16 grid; every stage
+# frame-conditioned (image-to-video, long videos). The `-tiny` twins keep the latent sizes, patch
+# sizes and windows at width 64, with the tiny autoencoder's c = 4 and MiniLM's 384-d text.
+T5_XL_DIM = 2048  # T5-XL (v1.1) encoder width: the paper's text encoder
+MINILM_DIM = 384  # all-MiniLM-L6-v2 token states: the offline CPU text encoder of the tiny twins
+_T2V = dict(num_classes=0, frame_conditioning=True, self_conditioning=True)
+_WIDE_WINDOWS = dict(spatial_window=(1, 16, 28), spatiotemporal_window=(5, 8, 7))  # 5x16x28 grid
+_TINY = dict(hidden_size=64, depth=4, num_heads=4, in_channels=4, text_dim=MINILM_DIM)
+
+
+def _t2v_base() -> WALTConfig:
+    """Text-to-video base, 17x128x128 -> latent (5, 16, 16); 32 x 2560 x 20 heads, 3.01B params."""
+    return WALTConfig(input_size=(5, 16, 16), depth=32, hidden_size=2560, num_heads=20,
+                      text_dim=T5_XL_DIM, cross_attention="spatial", **_T2V)
+
+
+def _t2v_base_9x16() -> WALTConfig:
+    """The base fine-tuned to 128x224 (9:16) -> latent (5, 16, 28): feeds SR-1."""
+    return WALTConfig(input_size=(5, 16, 28), depth=32, hidden_size=2560, num_heads=20,
+                      text_dim=T5_XL_DIM, cross_attention="spatial", **_WIDE_WINDOWS, **_T2V)
+
+
+def _sr1() -> WALTConfig:
+    """SR-1: 2x to 256x448 -> latent (5, 32, 56), p = 2; 40 x 1408 x 16, cross-attn in every layer, 1.30B."""
+    return WALTConfig(input_size=(5, 32, 56), patch_size=2, depth=40, hidden_size=1408, num_heads=16,
+                      text_dim=T5_XL_DIM, cross_attention="all", lowres_channels=8, **_WIDE_WINDOWS, **_T2V)
+
+
+def _sr2() -> WALTConfig:
+    """SR-2: 2x to 512x896 -> latent (5, 64, 112), p = 4; 24 x 1024 x 16, cross-attn in every layer, 419M."""
+    return WALTConfig(input_size=(5, 64, 112), patch_size=4, depth=24, hidden_size=1024, num_heads=16,
+                      text_dim=T5_XL_DIM, cross_attention="all", lowres_channels=8, **_WIDE_WINDOWS, **_T2V)
+
+
+def _t2v_base_tiny() -> WALTConfig:
+    """CPU twin of t2v-base: 128x128 pixels -> latent (5, 16, 16) with the tiny autoencoder (c = 4)."""
+    return WALTConfig(input_size=(5, 16, 16), spatial_window=(1, 16, 16), spatiotemporal_window=(5, 8, 8),
+                      cross_attention="spatial", **_TINY, **_T2V)
+
+
+def _t2v_base_9x16_tiny() -> WALTConfig:
+    """CPU twin of t2v-base-9x16: 128x224 pixels -> latent (5, 16, 28); feeds sr1-tiny."""
+    return WALTConfig(input_size=(5, 16, 28), cross_attention="spatial", **_WIDE_WINDOWS, **_TINY, **_T2V)
+
+
+def _sr1_tiny() -> WALTConfig:
+    """CPU twin of sr1: 256x448 pixels -> latent (5, 32, 56), p = 2 (token grid 5x16x28)."""
+    return WALTConfig(input_size=(5, 32, 56), patch_size=2, cross_attention="all", lowres_channels=4,
+                      **_WIDE_WINDOWS, **_TINY, **_T2V)
+
+
+def _sr2_tiny() -> WALTConfig:
+    """CPU twin of sr2: 512x896 pixels -> latent (5, 64, 112), p = 4 (token grid 5x16x28)."""
+    return WALTConfig(input_size=(5, 64, 112), patch_size=4, cross_attention="all", lowres_channels=4,
+                      **_WIDE_WINDOWS, **_TINY, **_T2V)
+
+
+PRESETS: dict[str, Callable[[], WALTConfig]] = {
+    "tiny": _tiny, "L": _large, "XL": _xlarge, "L-k600": _large_k600,
+    "t2v-base": _t2v_base, "t2v-base-9x16": _t2v_base_9x16, "sr1": _sr1, "sr2": _sr2,
+    "t2v-base-tiny": _t2v_base_tiny, "t2v-base-9x16-tiny": _t2v_base_9x16_tiny,
+    "sr1-tiny": _sr1_tiny, "sr2-tiny": _sr2_tiny,
+}
+
+# Paper parameter counts (W.A.L.T §5.4 / SPEC §4) of the cascade presets that state one.
+PAPER_PARAMS: dict[str, float] = {"t2v-base": 3.0e9, "sr1": 1.3e9, "sr2": 419e6}
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What a cascade preset is for: its pixel resolution and SR factor (1 for a base model)."""
+
+    resolution: tuple[int, int]  # (H, W) pixels at f_s = 8
+    scale: int  # spatial upsampling factor from the previous stage (1 = base)
+
+
+CASCADE_STAGES: dict[str, StageInfo] = {
+    "t2v-base": StageInfo((128, 128), 1),
+    "t2v-base-9x16": StageInfo((128, 224), 1),
+    "sr1": StageInfo((256, 448), 2),
+    "sr2": StageInfo((512, 896), 2),
+    "t2v-base-tiny": StageInfo((128, 128), 1),
+    "t2v-base-9x16-tiny": StageInfo((128, 224), 1),
+    "sr1-tiny": StageInfo((256, 448), 2),
+    "sr2-tiny": StageInfo((512, 896), 2),
+}
+
+PresetRegistry = dict  # deprecated: PRESETS is a plain dict now
+
+
+def register_preset(name: str):
+    """Decorator: `@register_preset("name")` on a function returning a `WALTConfig` adds it to PRESETS."""
+
+    def deco(fn: Callable[[], WALTConfig]) -> Callable[[], WALTConfig]:
+        PRESETS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_preset(name: str) -> WALTConfig:
+    """The config of preset `name` (ValueError listing the known presets if there is none)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown WALT preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()

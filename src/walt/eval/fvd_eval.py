@@ -17,8 +17,6 @@ and repeats; the pieces it builds on live in
     check that the real dataset follows the protocol's split and frame stride;
   - `walt.eval.fvd_record`: the network's identity, the protocol record every result carries,
     and the JSON / Markdown reports.
-
-Their public names are re-exported here, so `walt.eval.fvd_eval.X` keeps working for all of them.
 """
 
 from __future__ import annotations
@@ -32,29 +30,14 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from walt.eval.fvd import FVDProtocol, feature_stats, frechet_distance, i3d_features
-from walt.eval.fvd_record import (  # noqa: F401  (re-exported)
-    as_protocol,
-    fvd_markdown,
-    i3d_weights_hash,
-    json_safe,
-    protocol_label,
-    protocol_record,
-    short_hash,
-    write_report,
-)
-from walt.eval.fvd_stats import (  # noqa: F401  (re-exported)
-    I3D_INPUT_SIZE,
-    STATS_KIND,
+from walt.eval.fvd_record import as_protocol, i3d_weights_hash, protocol_record
+from walt.eval.fvd_stats import (
     RealStats,
-    _progress,
-    check_real_dataset,
     clips_to_i3d_input,
-    default_stats_cache,
-    describe_dataset_for_cache,
     features_of_dataset,
     network_device,
+    progress_bar,
     real_feature_stats,
-    stats_cache_key,
 )
 
 # generate_fn(seeds, labels) -> (B, 3, T, H, W) videos in [-1, 1]; labels is None when unconditional.
@@ -157,7 +140,7 @@ def fvd_of_generator(generate_fn: GenerateFn, real_stats, protocol: FVDProtocol 
             labels = [int(v) for v in np.random.default_rng([seed, r]).choice(np.asarray(label_pool), size=nf)]
             label_counts.append({str(k): int(c) for k, c in zip(*np.unique(labels, return_counts=True))})
         desc = f"FVD repeat {r + 1}/{protocol.num_repeats}"
-        with _progress(nf, desc, progress) as bar:
+        with progress_bar(nf, desc, progress) as bar:
             def batches():
                 for lo in range(0, nf, batch_size):
                     ys = None if labels is None else labels[lo:lo + batch_size]

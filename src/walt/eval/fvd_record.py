@@ -112,7 +112,7 @@ def json_safe(obj: Any) -> Any:
 
 def write_report(out_dir: str | Path, stem: str, result: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write `stem.json` (strict JSON) and `stem.md` into out_dir, each atomically."""
-    from walt.checkpoint import atomic_write
+    from walt.io import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

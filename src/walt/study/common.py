@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from walt.checkpoint import atomic_write
+from walt.io import atomic_write
 from walt.config import replace_config
 
 
@@ -260,7 +260,7 @@ def prepare_fvd(cfg: StudyConfig, i3d, device: torch.device):
     about it (protocol name / hash / overrides, I3D weights hash, whether it is the reference network)."""
     if not cfg.fvd:
         return None, None
-    from walt.eval.fvd_eval import i3d_weights_hash, protocol_record
+    from walt.eval.fvd_record import i3d_weights_hash, protocol_record
 
     i3d = i3d if i3d is not None else load_fvd_network(device)
     return i3d, protocol_record(fvd_protocol_for(cfg), i3d_weights_hash(i3d))

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from walt.checkpoint import atomic_write
+from walt.io import atomic_write
 
 
 def pareto_front(xs: Sequence[float | None], ys: Sequence[float | None], maximize_x: bool = False,

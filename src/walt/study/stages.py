@@ -140,7 +140,7 @@ def latent_dataset(cache: Path, normalize: bool = True):
     `train_denoiser` always applies `dataset.stats`, so the ablation replaces the stats themselves
     (the trained checkpoint then records identity stats too, and sampling uses them).
     """
-    from walt.data.latent_cache import LatentDataset
+    from walt.data.latent_dataset import LatentDataset
 
     ds = LatentDataset(cache, normalize=normalize)
     if not normalize:
@@ -275,7 +275,7 @@ def generate_stage(cfg: StudyConfig, walt_folder: Path, vae, device: torch.devic
             "sample_steps": cfg.sample_steps, "fvd": None}
     if i3d is not None:
         info["fvd"] = fvd(real_feats, features(i3d, fake, cfg))
-    from walt.data.video_io import write_frame_grid_png
+    from walt.io import write_frame_grid_png
 
     write_frame_grid_png(walt_folder / "samples.png", fake[:8])
     return info

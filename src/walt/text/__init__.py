@@ -10,7 +10,14 @@ Dropped / unconditional text is `null_text`: no text tokens at all (an all-False
 Heavy imports (transformers) happen only when an encoder is built.
 """
 
-from walt.text.cache import DEFAULT_SUBDIR, TextEmbeddings, cache_text_embeddings, has_text_embeddings, null_text
+from walt.text.cache import (
+    DEFAULT_SUBDIR,
+    TextEmbeddings,
+    cache_text_embeddings,
+    has_text_embeddings,
+    null_text,
+    prompt_kwargs,
+)
 from walt.text.encoders import (
     TEXT_ENCODERS,
     MiniLMTextEncoder,
@@ -35,5 +42,6 @@ __all__ = [
     "has_text_embeddings",
     "TextEmbeddings",
     "null_text",
+    "prompt_kwargs",
     "DEFAULT_SUBDIR",
 ]

@@ -36,7 +36,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from walt.checkpoint import atomic_write
+from walt.io import atomic_write, write_json
 
 __all__ = ["TEXT_CACHE_FORMAT", "DEFAULT_SUBDIR", "cache_text_embeddings", "has_text_embeddings", "TextEmbeddings",
            "null_text"]
@@ -59,6 +59,16 @@ def null_text(batch: int, length: int, dim: int, device=None, dtype=torch.float3
             torch.zeros(batch, length, device=device, dtype=torch.bool))
 
 
+def prompt_kwargs(encoder, prompts: Sequence[str], guidance_scale: float, device=None) -> dict[str, torch.Tensor]:
+    """`walt.pipeline.generate` keyword arguments for `prompts`: text / text_mask, and with guidance
+    (scale != 1) the no-text branch `null_text`, as a dropped caption in training."""
+    tokens, mask = encoder.encode(list(prompts))  # (b, L, D), (b, L)
+    kw = {"text": tokens.to(device), "text_mask": mask.to(device)}
+    if guidance_scale != 1.0:
+        kw["uncond_text"], kw["uncond_text_mask"] = null_text(*tokens.shape, device=device)
+    return kw
+
+
 def _captions_sha(captions: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(captions), ensure_ascii=False).encode()).hexdigest()
 
@@ -67,14 +77,10 @@ def _shard_name(i: int) -> str:
     return f"shard_{i:05d}.safetensors"
 
 
-def _write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
 
 def _latent_shards(cache_dir: Path) -> tuple[dict[str, Any], list[list[str]]]:
     """(latent index, captions of each latent shard)."""
-    from walt.data.latent_cache import load_cache_index
+    from walt.data.latent_dataset import load_cache_index
 
     index = load_cache_index(cache_dir)
     captions = []
@@ -197,7 +203,7 @@ def _cache_text_embeddings(cache_dir, encoder, subdir, batch_size, dtype, overwr
                 p.unlink()
             index_path.unlink(missing_ok=True)
     index_path.unlink(missing_ok=True)  # re-validated below: a shard may have gone missing since
-    _write_json(plan_path, plan)
+    write_json(plan_path, plan)
 
     encoded, skipped, lengths = [], [], []
     bar = tqdm(total=plan["num_samples"], disable=not progress, desc="encode text", unit="caption",
@@ -231,7 +237,7 @@ def _cache_text_embeddings(cache_dir, encoder, subdir, batch_size, dtype, overwr
         bar.close()
     index = {**plan, "num_shards": len(plan["shards"]), "max_tokens": max(lengths),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _write_json(index_path, index)
+    write_json(index_path, index)
     return {**index, "encoded_shards": encoded, "skipped_shards": skipped}
 
 

@@ -70,8 +70,8 @@ def text_stage(cfg, out: str | Path, vae, device: str | torch.device, seed: int 
         guidance_scale: of the guided samples (default cfg.text_guidance_scale; unguided ones use 1).
     Returns: a JSON-able summary (also written to out/text_summary.json).
     """
-    from walt.data.latent_cache import LatentDataset
-    from walt.data.video_io import write_gif, write_mp4
+    from walt.data.latent_dataset import LatentDataset
+    from walt.io import write_gif, write_mp4
     from walt.demo.budget import _read_log, _say, _seconds_per_step, train_to_deadline
     from walt.demo.plots import save_labelled_grid, side_by_side
     from walt.denoiser import WALT

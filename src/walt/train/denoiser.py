@@ -185,7 +185,7 @@ def train_denoiser(
             raise ValueError("the image cache was encoded by a different VAE than the video cache; re-encode it")
     text_info = _check_text(text_embeddings, latent_dataset, net)
     if vae is not None:
-        from walt.data.latent_cache import vae_fingerprint
+        from walt.data.latent_dataset import vae_fingerprint
 
         if vae_fingerprint(vae) != vae_hash:
             raise ValueError("the given vae is not the autoencoder that made the latent cache; pass that one or none")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from walt.autoencoder.latent_stats import LatentStats
-from walt.checkpoint import atomic_write
+from walt.io import atomic_write
 from walt.diffusion.schedule import DiffusionSchedule
 from walt.train.denoiser_config import DenoiserTrainConfig
 from walt.train.distributed import barrier, is_main
@@ -47,7 +47,7 @@ def write_samples(ema_net: nn.Module, schedule: DiffusionSchedule, stats: Latent
     """
     from safetensors.torch import save_file
 
-    from walt.data.video_io import write_frame_grid_png, write_gif
+    from walt.io import write_frame_grid_png, write_gif
     from walt.pipeline import generate
 
     if not (is_main() or sample_on_all_ranks):

@@ -13,7 +13,7 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from walt.checkpoint import atomic_write
+from walt.io import atomic_write
 
 __all__ = ["MetricsLog"]
 

@@ -50,7 +50,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from walt.autoencoder.discriminator import Discriminator3D
-from walt.autoencoder.losses import VAELoss, build_perceptual_loss
+from walt.autoencoder.losses import VAELoss
+from walt.train.perceptual import build_perceptual_loss
 from walt.config import config_to_dict
 from walt.train.common import (
     EMA,

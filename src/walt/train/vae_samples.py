@@ -30,7 +30,7 @@ def sample_path(folder: Path, step: int) -> Path:
 def write_reconstructions(model: nn.Module, clips: Tensor, path: Path, autocast=contextlib.nullcontext(),
                           max_frames: int = 9) -> float:
     """Reconstruct `clips` (N, 3, T, H, W) in [-1, 1] with `model`, write the PNG grid, return the PSNR (dB)."""
-    from walt.data.video_io import write_frame_grid_png
+    from walt.io import write_frame_grid_png
 
     was_training = model.training
     model.eval()

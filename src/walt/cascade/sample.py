@@ -1,6 +1,6 @@
 """Sampling the text-to-video cascade: base -> SR-1 -> SR-2 -> decode (W.A.L.T §4, SPEC §4).
 
-    stages = [CascadeStage.load(p) for p in ("base.safetensors", "sr1.safetensors", "sr2.safetensors")]
+    stages = [Stage.load(p) for p in ("base.safetensors", "sr1.safetensors", "sr2.safetensors")]
     out = sample_cascade(stages, vae, text=tokens, text_mask=mask, seeds=[0], num_frames=41)
     out.video        # (B, 3, 41, 512, 896) in [-1, 1]; out.latents[stage][chunk] (B, c, 5, h, w)
 
@@ -25,77 +25,21 @@ not depend on its batch, and the stages of one sample use different noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from walt.cascade.sr import SRConfig, super_resolve
+from walt.cascade.sr import super_resolve
+from walt.cascade.stage import Stage
 from walt.cascade.tiling import decode_video
-from walt.diffusion.schedule import DiffusionConfig, DiffusionSchedule
+from walt.data.transforms import resize_center_crop
 from walt.pipeline import extension_lengths, generate, plan_length
 
-__all__ = ["CascadeStage", "CascadeOutput", "Cascade", "sample_cascade", "cascade_lengths", "check_chain",
-           "stage_seeds", "resize_image"]
-
-STAGE_KIND = "walt.cascade.stage"  # marker stored with stage checkpoints (next to WALT's own kind)
-
-
-@dataclass
-class CascadeStage:
-    """One cascade model with what it needs at sampling time.
-
-    net: `WALT` (an SR stage has config.lowres_channels > 0); schedule: its `DiffusionSchedule`;
-    latent_stats: normalisation of its own latents; lowres_stats: normalisation of its low-res
-    conditioning as in training (SR only); sr: `SRConfig` (SR only); name: for messages.
-    """
-
-    net: nn.Module
-    schedule: DiffusionSchedule = field(default_factory=DiffusionSchedule)
-    latent_stats: Any = None
-    lowres_stats: Any = None
-    sr: SRConfig | None = None
-    name: str = ""
-
-    def __post_init__(self):
-        if self.is_sr and self.sr is None:
-            self.sr = SRConfig()
-
-    @property
-    def is_sr(self) -> bool:
-        return self.net.config.lowres_channels > 0
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], name: str = "") -> "CascadeStage":
-        """Build from a `load_checkpoint` dict: a final WALT checkpoint or a training state (EMA weights)."""
-        from walt.autoencoder import LatentStats
-        from walt.config import config_from_dict
-        from walt.denoiser import WALT
-        from walt.train.common import TRAINING_STATE_KIND
-
-        if state.get("kind") == TRAINING_STATE_KIND:
-            if "walt_config" not in state:
-                raise ValueError("this training state is not a WALT run (no walt_config)")
-            net = WALT.from_checkpoint_state({"kind": "walt.denoiser.WALT", "config": state["walt_config"],
-                                              "model": state["ema"]["shadow"]})
-        else:
-            net = WALT.from_checkpoint_state(state)
-        diff = state.get("diffusion_config")
-        schedule = DiffusionSchedule(config_from_dict(DiffusionConfig, diff) if isinstance(diff, dict) else None)
-        stats = {k: LatentStats.from_dict(state[k]) if isinstance(state.get(k), dict) else None
-                 for k in ("latent_stats", "lowres_latent_stats")}
-        sr = config_from_dict(SRConfig, state["sr_config"]) if isinstance(state.get("sr_config"), dict) else None
-        return cls(net.eval().requires_grad_(False), schedule, stats["latent_stats"], stats["lowres_latent_stats"],
-                   sr, name)
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "CascadeStage":
-        from walt.checkpoint import load_checkpoint
-
-        return cls.from_state(load_checkpoint(path, map_location=map_location), name=Path(path).stem)
-
+__all__ = ["CascadeOutput", "Cascade", "sample_cascade", "cascade_lengths", "check_chain", "stage_seeds",
+           "resize_image"]
 
 @dataclass
 class CascadeOutput:
@@ -111,7 +55,7 @@ def cascade_lengths(num_frames: int, chunk: int = 17, overlap: int = 5, first: i
     return extension_lengths(num_frames, chunk, overlap, first=first, round_up=round_up)
 
 
-def check_chain(stages: Sequence[CascadeStage]) -> None:
+def check_chain(stages: Sequence[Stage]) -> None:
     """ValueError unless stage 0 is a base model and each later stage an SR of the one before it."""
     if not stages:
         raise ValueError("a cascade needs at least one stage")
@@ -138,8 +82,6 @@ def stage_seeds(seeds: Sequence[int], stage: int) -> list[torch.Generator]:
 
 def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
     """(B, 3, H0, W0) or (B, 3, 1, H0, W0) in [-1, 1] -> (B, 3, 1, H, W): resize to cover + centre crop."""
-    from walt.data.transforms import resize_center_crop
-
     if image.ndim == 4:
         image = image[:, :, None]
     if image.ndim != 5 or image.shape[1] != 3 or image.shape[2] != 1:
@@ -147,7 +89,7 @@ def resize_image(image: Tensor, size: tuple[int, int]) -> Tensor:
     return torch.stack([resize_center_crop(im.float(), size) for im in image])  # (B, 3, 1, H, W)
 
 
-def _text_kwargs(stage: CascadeStage, text, text_mask, uncond_text, uncond_text_mask, guidance: float) -> dict:
+def _text_kwargs(stage: Stage, text, text_mask, uncond_text, uncond_text_mask, guidance: float) -> dict:
     cfg = stage.net.config
     if text is None or cfg.text_dim == 0:  # a stage trained without text ignores the prompt
         if guidance != 1.0:
@@ -171,7 +113,7 @@ def _text_kwargs(stage: CascadeStage, text, text_mask, uncond_text, uncond_text_
 
 @torch.no_grad()
 def sample_cascade(
-    stages: Sequence[CascadeStage],
+    stages: Sequence[Stage],
     vae: nn.Module,
     text: Tensor | None = None,
     text_mask: Tensor | None = None,
@@ -287,13 +229,13 @@ def sample_cascade(
 class Cascade:
     """Stages + autoencoder bundled: `Cascade.load([base, sr1, sr2], vae)(text=..., seeds=[0])`."""
 
-    def __init__(self, stages: Sequence[CascadeStage], vae: nn.Module):
+    def __init__(self, stages: Sequence[Stage], vae: nn.Module):
         check_chain(stages)
         self.stages, self.vae = list(stages), vae
 
     @classmethod
     def load(cls, paths: Sequence[str | Path], vae: nn.Module, map_location: str | torch.device = "cpu") -> "Cascade":
-        return cls([CascadeStage.load(p, map_location) for p in paths], vae)
+        return cls([Stage.load(p, map_location) for p in paths], vae)
 
     def __call__(self, **kwargs: Any) -> CascadeOutput:
         return sample_cascade(self.stages, self.vae, **kwargs)

@@ -1,8 +1,7 @@
 """Low-resolution twins of a dataset for super-resolution training pairs (W.A.L.T §4, SPEC §4).
 
-The issue's recipe: an SR stage "trains from pairs made by downsampling the same videos". So the
-low-res side of a pair is the high-res clip's PIXELS downsampled, then encoded by the same
-autoencoder; `Downsampled` wraps any dataset (items {"video": (3, T, H, W) in [-1, 1], ...}) and
+An SR stage trains on pairs of the same videos at two resolutions: the low-res side of a pair
+is the high-res clip's PIXELS downsampled, then encoded by the same autoencoder; `Downsampled` wraps any dataset (items {"video": (3, T, H, W) in [-1, 1], ...}) and
 does exactly that per item:
 
     hi = SyntheticVideos(64, num_frames=17, resolution=(256, 448))
