@@ -17,14 +17,13 @@ from walt.data.latent_cache import encode_dataset
 from walt.data.latent_dataset import LatentDataset
 from walt.denoiser import WALT
 from walt.train.vae import train_vae
-from walt.train.distributed import (
-    ResumableBatchSampler,
+from walt.train.batches import ResumableBatchSampler
+from walt.train.distributed import init_distributed, is_main
+from walt.train.parallelize import (
     apply_training_wrappers,
     clip_grad_norm,
     gather_model_state,
     gather_optimizer_state,
-    init_distributed,
-    is_main,
     load_model_state,
     load_optimizer_state,
     wrap_model,

@@ -16,7 +16,8 @@ from walt.data.latent_dataset import LatentDataset
 from walt.denoiser import WALT
 from walt.diffusion import DiffusionLossConfig, DiffusionSchedule, diffusion_loss
 from walt.train.common import NonFiniteLossError, list_checkpoints, load_training_state
-from walt.train.denoiser import DenoiserTrainConfig, is_image_step, train_denoiser
+from walt.train.batches import is_image_step
+from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
 
 
 @pytest.fixture(autouse=True)
@@ -294,3 +295,43 @@ def test_progress_bar_shows_loss_and_throughput(caches, tmp_path, capsys):
         assert key in last, last
     loss = float(last.split("loss=")[1].split(",")[0].rstrip("]"))
     assert 0 < loss < 10
+
+
+def test_sr_stage_trains_in_the_same_loop_and_resumes(vae, tmp_path):
+    """An SR stage (PairBatches + SuperResolution) gets the loop's exact resume and its exports carry the SR entries."""
+    from walt.cascade.sr import SRConfig
+    from walt.cascade.stage import Stage
+    from walt.data.downsample import Downsampled
+    from walt.train.batches import PairBatches
+    from walt.train.denoiser import SuperResolution
+
+    clips = SyntheticVideos(8, num_frames=5, resolution=64)
+    encode_dataset(vae, clips, tmp_path / "hi", shard_size=8, batch_size=4, progress=False)
+    encode_dataset(vae, Downsampled(clips, (32, 32)), tmp_path / "lo", shard_size=8, batch_size=4, progress=False,
+                   description=Downsampled(clips, (32, 32)).describe())
+    hi, lo = LatentDataset(tmp_path / "hi"), LatentDataset(tmp_path / "lo")
+
+    def sr_net():
+        torch.manual_seed(0)
+        return WALT.from_preset("sr1-tiny", input_size=(2, 8, 8), hidden_size=32, depth=2, num_heads=2, text_dim=0,
+                                spatial_window=(1, 4, 4), spatiotemporal_window=(2, 4, 4))
+
+    cfg = config(steps=4, ckpt_every=100, loss=DiffusionLossConfig(p_self_cond=0.5))
+    objective = SuperResolution(SRConfig(max_noise_level=100))
+    full = train_denoiser(cfg, sr_net(), PairBatches(hi, lo, cfg), tmp_path / "full", objective=objective,
+                          progress=False)
+    first = train_denoiser(cfg, sr_net(), PairBatches(hi, lo, cfg), tmp_path / "split", objective=objective,
+                           progress=False, stop_at=2)
+    assert first.interrupted and first.step == 2
+    second = train_denoiser(cfg, sr_net(), PairBatches(hi, lo, cfg), tmp_path / "split", objective=objective,
+                            progress=False)
+    a, b = load_checkpoint(full.ema_path), load_checkpoint(second.ema_path)
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=0, atol=0)
+    assert a["stage"] == "sr" and a["sr_config"]["max_noise_level"] == 100 and a["lowres_latent_stats"]
+    stage = Stage.load(full.ema_path)
+    assert stage.is_sr and stage.sr.max_noise_level == 100 and stage.lowres_stats is not None
+    assert float(read_log(tmp_path / "full" / "log.csv")[-1]["noise_level"]) >= 0
+    with pytest.raises(ValueError, match="another objective"):
+        train_denoiser(cfg, sr_net(), PairBatches(hi, lo, cfg), tmp_path / "split", progress=False,
+                       objective=SuperResolution(SRConfig()))

@@ -92,7 +92,7 @@ def stats_batches(ds, batch_size: int, count: int, seed: int):
     """`count` batches (B, 3, T, H, W) of a seeded permutation of `ds`, for the latent statistics."""
     import torch
 
-    from walt.train.distributed import ResumableBatchSampler
+    from walt.train.batches import ResumableBatchSampler
 
     sampler = ResumableBatchSampler(len(ds), min(batch_size, len(ds)), seed=seed + 1, rank=0, world_size=1)
     for _ in range(count):
@@ -100,16 +100,45 @@ def stats_batches(ds, batch_size: int, count: int, seed: int):
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from walt.autoencoder import CausalVAE, preset_config
-    from walt.autoencoder.discriminator import DISCRIMINATOR_PRESETS
-    from walt.errors import UserError
+    """Check flags, configs and a run to resume, join torchrun's group, read the data, then train."""
     from walt.commands import args as A, files as F
-    from walt.train.common import NonFiniteLossError, latest_checkpoint, load_training_state
-    from walt.train.vae import VAETrainConfig, _check_resumable, train_vae
+    from walt.errors import UserError
+    from walt.train.distributed import init_distributed, is_main
+
+    model_cfg, train_cfg = _configs(args)
+    out = F.check_out_not_file(args.out)
+    last = _check_resume(args, out, model_cfg, train_cfg)
+    with A.user_errors():
+        info = init_distributed()
+    if args.batch_size % (info.world_size * args.grad_accum):
+        raise UserError(f"--batch-size {args.batch_size} must be divisible by processes x --grad-accum = "
+                        f"{info.world_size} x {args.grad_accum}")
+    if info.world_size > 1 and train_cfg.parallel == "none":
+        raise UserError(f"{info.world_size} processes with --parallel none would train unsynchronised copies; "
+                        "pass --parallel ddp")
+    device = info.device if info.world_size > 1 else F.pick_device(args.device)
+    if last is None and args.resume and is_main():
+        print(f"walt train-vae: no checkpoint in {out / 'checkpoints'}; starting a new run")
+    ds = F.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
+                            model_cfg.temporal_factor, frame_stride=args.frame_stride, fps=args.fps)
+    holdout = None
+    if train_cfg.sample_every > 0:
+        ds, holdout = split_holdout(ds, args.data, train_cfg.sample_clips, args.frames, args.resolution, args.seed)
+    if len(ds) < args.batch_size:
+        raise UserError(f"--data has {len(ds)} clips, fewer than one batch of {args.batch_size}; "
+                        "lower --batch-size or add data")
+    return _train(args, model_cfg, train_cfg, ds, holdout, out, device, info.world_size)
+
+
+def _configs(args):
+    """(CausalVAEConfig, VAETrainConfig) from the flags and --set KEY / --set train.KEY."""
+    from walt.autoencoder import preset_config
+    from walt.autoencoder.discriminator import DISCRIMINATOR_PRESETS
+    from walt.commands import args as A
+    from walt.errors import UserError
+    from walt.train.vae import VAETrainConfig
     from walt.train.vae_config import FSDP_REFUSAL
 
-    # ---- 1. numbers and flags ----
     steps = A.positive_int(args.steps, "--steps")
     batch = A.positive_int(args.batch_size, "--batch-size")
     accum = A.positive_int(args.grad_accum, "--grad-accum")
@@ -133,71 +162,55 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {batch} must be divisible by --grad-accum {accum}")
     warmup = args.warmup_steps if args.warmup_steps is not None else min(1000, steps // 10)
     A.positive_int(warmup, "--warmup-steps", minimum=0)
-    sets = A.parse_sets(args.set)
-    train_sets, model_sets = A.split_sets(sets, "train")
-
-    # ---- 2. configs (unknown preset / key -> one line naming it) ----
+    train_sets, model_sets = A.split_sets(A.parse_sets(args.set), "train")
     with A.user_errors("--preset: "):
         model_cfg = preset_config(args.preset)
     model_cfg = A.apply_sets(model_cfg, model_sets)
     A.check_frames(args.frames, model_cfg.temporal_factor)
     A.check_resolution(args.resolution, model_cfg.spatial_factor)
-    disc_name = args.discriminator
-    if disc_name == "auto":
-        disc_name = "tiny" if args.preset == "tiny" else "default"
-    precision = "bf16" if args.bf16 else ("fp32" if args.fp32 else "auto")
+    disc_name = args.discriminator if args.discriminator != "auto" else ("tiny" if args.preset == "tiny" else "default")
     with A.user_errors():
         train_cfg = VAETrainConfig(
             steps=steps, batch_size=batch, grad_accum=accum, lr=args.lr, warmup_steps=warmup, seed=args.seed,
-            log_every=args.log_every, ckpt_every=args.ckpt_every, precision=precision,
+            log_every=args.log_every, ckpt_every=args.ckpt_every,
+            precision="bf16" if args.bf16 else ("fp32" if args.fp32 else "auto"),
             activation_checkpointing=args.grad_checkpointing, compile=args.compile, parallel=args.parallel,
             sample_every=args.sample_every, sample_clips=args.sample_clips,
             discriminator=None if disc_name == "none" else DISCRIMINATOR_PRESETS[disc_name](),
         )
-    train_cfg = A.apply_sets(train_cfg, train_sets)
+    return model_cfg, A.apply_sets(train_cfg, train_sets)
 
-    # ---- 3. resume state of --out ----
-    out = F.check_out_not_file(args.out)
+
+def _check_resume(args, out, model_cfg, train_cfg):
+    """The newest checkpoint of --out (None: a new run); a run there needs --resume and the same settings."""
+    from walt.commands import args as A
+    from walt.config import config_to_dict
+    from walt.errors import UserError
+    from walt.train.common import latest_checkpoint, load_training_state
+    from walt.train.vae_config import check_resumable
+
     last = latest_checkpoint(out / "checkpoints")
     if last is not None:
         if not args.resume:
             raise UserError(f"--out {out} already holds a run (newest checkpoint {last.name}); "
                             "pass --resume to continue it or choose an empty folder")
-        from walt.config import config_to_dict
-
         with A.user_errors(f"cannot resume {last}: "):
-            _check_resumable(load_training_state(last), train_cfg, config_to_dict(model_cfg), last)
+            check_resumable(load_training_state(last), train_cfg, config_to_dict(model_cfg), last)
+    return last
 
-    # ---- 4. devices (torchrun: join the group) ----
-    from walt.train.distributed import get_world_size, init_distributed, is_main, shutdown
 
-    with A.user_errors():
-        info = init_distributed()
-    if batch % (info.world_size * accum):
-        raise UserError(f"--batch-size {batch} must be divisible by processes x --grad-accum = "
-                        f"{info.world_size} x {accum}")
-    if info.world_size > 1 and train_cfg.parallel == "none":
-        raise UserError(f"{info.world_size} processes with --parallel none would train unsynchronised copies; "
-                        "pass --parallel ddp")
-    device = info.device if info.world_size > 1 else F.pick_device(args.device)
-    if last is None and args.resume and is_main():
-        print(f"walt train-vae: no checkpoint in {out / 'checkpoints'}; starting a new run")
-
-    # ---- 5. data (empty / unreadable -> one line) ----
-    ds = F.dataset_from_arg(args.data, args.frames, args.resolution, args.num_samples, args.seed,
-                            model_cfg.temporal_factor, frame_stride=args.frame_stride, fps=args.fps)
-    holdout = None
-    if train_cfg.sample_every > 0:
-        ds, holdout = split_holdout(ds, args.data, train_cfg.sample_clips, args.frames, args.resolution, args.seed)
-    if len(ds) < batch:
-        raise UserError(f"--data has {len(ds)} clips, fewer than one batch of {batch}; lower --batch-size or add data")
-
-    # ---- 6. output folder, last ----
-    existed = out.is_dir()
-    F.writable_dir(out)
-
+def _train(args, model_cfg, train_cfg, ds, holdout, out, device, world: int) -> int:
+    """Make the output folder, build the autoencoder (same weights on every rank) and train it."""
     import torch
 
+    from walt.autoencoder import CausalVAE
+    from walt.commands import args as A, files as F
+    from walt.train.common import NonFiniteLossError
+    from walt.train.distributed import is_main, shutdown
+    from walt.train.vae import train_vae
+
+    existed = out.is_dir()
+    F.writable_dir(out)
     code, result = 0, None
     with F.cleanup_if_empty(out, existed):
         torch.manual_seed(args.seed)  # the same initial weights on every rank
@@ -207,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"walt train-vae: {args.preset} autoencoder ({n_params / 1e6:.2f}M params, latent "
                   f"{model_cfg.latent_channels}ch, /{model_cfg.spatial_factor} space /{model_cfg.temporal_factor} time) "
                   f"on {F.describe_dataset(ds)} of {args.frames}x{args.resolution}x{args.resolution}, "
-                  f"{steps} steps x {batch} clips, {get_world_size()} process(es), device {device}, out {out}")
+                  f"{train_cfg.steps} steps x {train_cfg.batch_size} clips, {world} process(es), device {device}, "
+                  f"out {out}")
         try:
             result = train_vae(train_cfg, vae, ds, out, resume=args.resume, progress=not args.no_progress,
                                holdout=holdout)
@@ -216,8 +230,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"walt train-vae: error: {A.first_line(e)}; lower --lr or resume from that checkpoint")
             code = 1
     if code == 0 and is_main():
-        code = _finish(result, args, ds, batch, device)
-    if info.world_size > 1:
+        code = _finish(result, args, ds, train_cfg.batch_size, device)
+    if world > 1:
         shutdown(code)
     return code
 

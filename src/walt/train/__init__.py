@@ -1,10 +1,13 @@
 """Training loops (the only place that knows about devices, precision and checkpoint cadence).
 
     from walt.train import VAETrainConfig, train_vae
-    train_vae(VAETrainConfig(steps=..., batch_size=...), vae, batch_fn, "runs/vae")
+    train_vae(VAETrainConfig(steps=..., batch_size=...), vae, batch_fn, "runs/vae")      # stage 1
+    from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
+    train_denoiser(DenoiserTrainConfig(...), net, LatentDataset("cache"), "runs/walt")   # stage 2, SR stages
 
-`walt.train.common` holds what both stages share: EMA, warmup + cosine LR, gradient clipping,
-non-finite loss detection, RNG capture/restore and atomic training-state checkpoints.
+`walt.train.common` holds what both loops share (EMA, warmup + cosine LR, non-finite loss
+detection, RNG capture/restore, atomic training-state checkpoints, log windows);
+`walt.train.parallelize` the DDP / FSDP2 / compile wrappers; `walt.train.batches` the batch sources.
 """
 
 from walt.train.common import (
@@ -12,7 +15,6 @@ from walt.train.common import (
     NonFiniteLossError,
     capture_rng_state,
     check_finite,
-    clip_gradients,
     latest_checkpoint,
     load_training_state,
     restore_rng_state,
@@ -20,7 +22,10 @@ from walt.train.common import (
     warmup_cosine_lr,
     warmup_cosine_scheduler,
 )
+from walt.train.parallelize import clip_grad_norm
 from walt.train.vae import VAETrainConfig, VAETrainResult, train_vae
+
+clip_gradients = clip_grad_norm  # deprecated name
 
 __all__ = [
     "EMA",

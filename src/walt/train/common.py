@@ -1,27 +1,30 @@
-"""Training utilities shared by both stages (autoencoder and transformer).
+"""What the two training loops share (autoencoder `walt.train.vae`, denoiser `walt.train.denoiser`).
 
-One training-loop design serves both stages: a deterministic `batch_fn(step)` data source,
-warmup + cosine learning rate, gradient clipping, an EMA of the weights, a hard stop on
-non-finite losses, and checkpoints that hold *everything* needed to continue bit-identically
-(weights, EMA, optimiser and scheduler state, RNG states, data position), written atomically
-through `walt.checkpoint` so an interrupted save never replaces the last good checkpoint.
+One loop design serves both networks: a restorable data position, warmup + cosine learning rate,
+gradient clipping, an EMA of the weights, a hard stop on non-finite losses, metrics averaged over
+a log window, and checkpoints that hold *everything* needed to continue bit-identically (weights,
+EMA, optimiser and scheduler state, RNG states, data position), written atomically through
+`walt.checkpoint` so an interrupted save never replaces the last good checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
 import re
+import time
+from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from walt.checkpoint import load_checkpoint, save_checkpoint
+from walt.checkpoint import TRAINING_STATE_KIND, load_checkpoint, save_checkpoint
 
 # ----------------------------------------------------------------------------- EMA
 
@@ -118,15 +121,6 @@ def check_finite(loss: Tensor | float | Mapping[str, Tensor | float], step: int,
             )
 
 
-def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> float:
-    """Clip the global gradient L2 norm to `max_norm` (<= 0: no clipping); return the norm before clipping."""
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
-        return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
-    return float(norm)
-
-
 # ----------------------------------------------------------------------------- RNG state
 
 
@@ -159,7 +153,6 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- training state on disk
 
-TRAINING_STATE_KIND = "walt-training-state"
 _CKPT_RE = re.compile(r"^step_(\d{8,})\.safetensors$")
 
 
@@ -205,3 +198,114 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
     if state.get("kind") != TRAINING_STATE_KIND:
         raise ValueError(f"{path} is not a walt training state (kind={state.get('kind')!r}); pass a step_*.safetensors file")
     return state
+
+
+def resume_point(ckpt_dir: Path, resume: bool) -> tuple[dict[str, Any] | None, Path | None]:
+    """(training state, its path) of the newest checkpoint in `ckpt_dir`, or (None, None) for a new run.
+
+    With resume=False a folder that already holds checkpoints is refused: a second run must not
+    silently overwrite (or continue) the first.
+    """
+    last = latest_checkpoint(ckpt_dir)
+    if last is None:
+        return None, None
+    if not resume:
+        raise ValueError(f"{ckpt_dir} already holds checkpoints; pass resume=True or choose an empty out_dir")
+    return load_training_state(last), last
+
+
+def check_parallel(parallel: str, world: int, is_main: bool, offered: str = "'ddp' (or 'fsdp')") -> None:
+    """Several processes must train one synchronised model; a single process trains unwrapped."""
+    if parallel == "none" and world > 1:
+        raise ValueError(f"parallel='none' with {world} processes would train unsynchronised copies; "
+                         f"set parallel={offered}, or launch a single process")
+    if parallel != "none" and world == 1 and is_main:
+        print(f"note: parallel={parallel!r} in a single process: training unwrapped (launch with torchrun)")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """bf16 autocast for "bf16", and for "auto" on CUDA; fp32 (a null context) otherwise."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class LogWindow:
+    """Means of every logged number over the steps since the last log row, and the throughput.
+
+    `add(logs, clips=B, tokens=N)` once per step; `row(step, epoch)` every `log_every` steps gives
+    the means plus `<count>_per_s` for each count, `sec_per_step`, and starts a new window.
+    """
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.totals: dict[str, float] = defaultdict(float)
+        self.steps, self.t0 = 0, time.perf_counter()
+
+    def add(self, logs: Mapping[str, float], **counts: float) -> None:
+        for k, v in logs.items():
+            self.sums[k] += v
+            self.counts[k] += 1
+        for k, v in counts.items():
+            self.totals[k] += v
+        self.steps += 1
+
+    def row(self, step: int, epoch: int | None) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        row = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        row.update({f"{k}_per_s": v / elapsed for k, v in self.totals.items()})
+        row.update(step=step, epoch=epoch, sec_per_step=elapsed / self.steps)
+        self._reset()
+        return row
+
+
+def run_steps(run, cfg, stop_at: int | None, logger, progress: bool, desc: str,
+              postfix: Callable[[dict[str, float]], dict[str, str]]) -> tuple[int, dict[str, float], Path | None]:
+    """Drive a loop's `run` from `run.start` to `cfg.steps` (or `stop_at`) -> (steps done, last row, checkpoint).
+
+    The cadence both loops share: a log row every `cfg.log_every` steps (window means), a
+    checkpoint every `cfg.ckpt_every` steps, at the end, and when SIGTERM / SIGINT arrives (the
+    current step finishes first, every rank stops at the same step) or `stop_at` is reached.
+    `run` provides start, last_ckpt, epoch, step(step, stop_flag) -> (logs, stop_now, counts),
+    save(step) -> path and after_step(step).
+    """
+    from tqdm.auto import tqdm
+
+    from walt.train.distributed import GracefulStop, is_main
+
+    end = cfg.steps if stop_at is None else min(cfg.steps, max(stop_at, run.start))
+    completed, last_ckpt, row = run.start, run.last_ckpt, {}
+    window = LogWindow()
+    pbar = tqdm(total=cfg.steps, initial=run.start, disable=not (progress and is_main()), desc=desc, unit="step",
+                dynamic_ncols=True)
+    try:
+        with GracefulStop() as stop:
+            for step in range(run.start, end):
+                logs, stop_now, counts = run.step(step, stop.flag)
+                window.add(logs, **counts)
+                done = step + 1
+                if done % cfg.log_every == 0 or done == cfg.steps:
+                    row = window.row(done, run.epoch)
+                    if logger is not None:
+                        logger.write(row)
+                    pbar.set_postfix(**postfix(row))
+                interrupted = stop_now or (done == end and end < cfg.steps)
+                if done % cfg.ckpt_every == 0 or done == cfg.steps or interrupted:
+                    last_ckpt = run.save(done)
+                run.after_step(done)
+                pbar.update(1)
+                completed = done
+                if interrupted:
+                    break
+    except NonFiniteLossError as e:
+        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+        raise NonFiniteLossError(f"{e} ({where})") from None
+    finally:
+        pbar.close()
+        if logger is not None:
+            logger.close()
+    return completed, row, last_ckpt

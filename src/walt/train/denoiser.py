@@ -1,96 +1,107 @@
-"""Transformer (stage 2) training on cached latents, from one CPU process to many GPUs.
+"""The one training loop of the W.A.L.T denoiser: base models, SR stages, joint image-video steps.
 
-Each optimizer step (SPEC §3; paper §5.1): a global batch of normalised latents, v-prediction
-unweighted MSE with self-conditioning (p 0.9), optional frame prediction and label dropout
-(`walt.diffusion.diffusion_loss`), AdamW with warmup + cosine learning rate, gradient clipping,
-an EMA of the weights. Joint image-video training (SPEC §2) alternates video batches with
-batches of 1-frame image latents from a second cache (`image_ratio` of the steps).
+    train_denoiser(cfg, net, LatentDataset("cache"), "runs/walt")                  # base (SPEC §3)
+    train_denoiser(cfg, net, videos, "runs/walt", image_dataset=images)             # joint image-video (SPEC §2)
+    train_denoiser(cfg, net, PairBatches(hi, lo, cfg), "runs/sr1", objective=SuperResolution(SRConfig()))  # SPEC §4
 
-Same design as the autoencoder loop (`walt.train.vae`, reusing `walt.train.common`):
-  - the data position is explicit: a seeded permutation per epoch split across ranks
-    (`ResumableBatchSampler`), stored as (epoch, batch in epoch) in every checkpoint;
-  - the loss's random draws (t, noise, coin flips) come from a generator seeded by
-    (seed, step, rank, micro-batch), so they do not depend on where the run was interrupted
-    (they do depend on grad_accum and world size: k micro-batches draw from k streams);
-  - hence a run interrupted at step k and resumed reproduces the uninterrupted run exactly
-    (same device, thread count and world size);
-  - checkpoints hold model, EMA, optimiser, scheduler, data position, RNG states and every config
-    (train, WALT, diffusion, latent stats), are written atomically by rank 0 every `ckpt_every`
-    steps AND when SIGTERM / SIGINT arrives (the handler only sets a flag; the current step
-    finishes, a checkpoint is written, the function returns with `interrupted=True`);
-  - a non-finite loss or gradient raises `NonFiniteLossError` before the optimizer step and
-    before any save, so the newest checkpoint on disk is the last good state.
+What a step trains on and what it minimises are plugged in:
+  - the batch source (`walt.train.batches`): `LatentBatches` (video latents, image latents on
+    image steps, captions), `PairBatches` (high- and low-res latents of the same clips), or any
+    object with their methods; a `LatentDataset` given as `data` becomes a `LatentBatches`;
+  - the objective: `denoise` (`walt.diffusion.diffusion_loss`: v-prediction, unweighted MSE,
+    self-conditioning, frame prediction, label / caption dropout), `SuperResolution`
+    (`walt.cascade.sr.sr_loss`), or any `objective(net, batch, schedule, loss_cfg, generator)
+    -> (loss, stats)`; an objective's `checkpoint_extras` are stored with the weights.
 
-Parallelism / compile / activation checkpointing are applied from outside the model
-(`walt.train.distributed.apply_training_wrappers`); launch with torchrun for DDP / FSDP2.
+Each optimizer step (paper §5.1): the global batch split over ranks and `grad_accum`
+micro-batches, AdamW with warmup + cosine learning rate, gradient clipping, an EMA of the weights.
+The loss's random draws come from a generator seeded by (seed, step, rank, micro-batch), and the
+data position is part of every checkpoint, so a run interrupted at step k and resumed reproduces
+the uninterrupted run exactly (same device, thread count and world size). Checkpoints (model, EMA,
+optimiser, scheduler, data position, RNG states, configs) are written atomically by rank 0 every
+`ckpt_every` steps AND when SIGTERM / SIGINT arrives (the current step finishes first); a
+non-finite loss or gradient raises `NonFiniteLossError` before the optimizer step and any save.
+Parallelism, compile and activation checkpointing are applied from outside the model
+(`walt.train.parallelize`); launch with torchrun for DDP / FSDP2.
 
-Outputs in `out_dir` (rank 0 only):
-  log.csv, tb/ (TensorBoard, if installed), checkpoints/step_XXXXXXXX.safetensors,
-  samples/step_XXXXXXXX.{safetensors,png,gif} (EMA model, DDIM), walt.safetensors, walt_ema.safetensors
-
-The configuration and the pre-flight checks live in `walt.train.denoiser_config`, the metrics log
-and periodic samples in `walt.train.denoiser_outputs`; every name is re-exported here.
+Outputs in `out_dir` (rank 0): log.csv, tb/ (TensorBoard, if installed), checkpoints/, samples/
+(`sample_every`), and walt.safetensors / walt_ema.safetensors (the `WALT.save` format, read by
+`walt.cascade.Stage`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
-
-from walt.autoencoder.latent_stats import LatentStats
+from walt.cascade.sr import SRConfig, sr_loss
 from walt.checkpoint import save_checkpoint
 from walt.config import config_to_dict
 from walt.diffusion.loss import diffusion_loss
 from walt.diffusion.schedule import DiffusionSchedule
+from walt.train.batches import LatentBatches
 from walt.train.common import (
     EMA,
     NonFiniteLossError,
+    autocast_for,
     capture_rng_state,
     check_finite,
+    check_parallel,
     checkpoint_path,
-    latest_checkpoint,
-    load_training_state,
     restore_rng_state,
+    resume_point,
+    run_steps,
     save_training_state,
     warmup_cosine_scheduler,
 )
-from walt.train.denoiser_config import (  # noqa: F401  (re-exported: walt.commands.train uses the checks)
-    _RESUMABLE_CHANGES,
-    DenoiserTrainConfig,
-    DenoiserTrainResult,
-    _check_data,
-    _check_resumable,
-    _check_text,
-    is_image_step,
-)
-from walt.train.denoiser_outputs import LOG_COLUMNS, TrainLog, write_samples  # noqa: F401
-from walt.train.distributed import (
-    GracefulStop,
-    ResumableBatchSampler,
-    all_reduce_mean,
+from walt.train.denoiser_config import DenoiserTrainConfig, DenoiserTrainResult, check_resumable
+from walt.train.denoiser_outputs import TrainLog, write_samples
+from walt.train.distributed import all_reduce_mean, barrier, get_rank, get_world_size, is_main
+from walt.train.parallelize import (
     apply_training_wrappers,
-    barrier,
     clip_grad_norm,
     gather_model_state,
     gather_optimizer_state,
-    get_rank,
-    get_world_size,
-    is_main,
     load_model_state,
     load_optimizer_state,
     no_grad_sync,
     wrap_model,
 )
 
-__all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "NonFiniteLossError", "train_denoiser", "is_image_step"]
+__all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "NonFiniteLossError", "train_denoiser", "denoise",
+           "SuperResolution"]
 
-_Logger, _write_samples = TrainLog, write_samples  # the names before the split
+Objective = Callable[..., "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+# ----------------------------------------------------------------------------- objectives
+
+
+def _text(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k: batch[k] for k in ("text", "text_mask") if k in batch}
+
+
+def denoise(net, batch, schedule, loss_cfg, generator):
+    """The denoiser's loss (SPEC §3): `diffusion_loss` on batch["z"] with its labels and captions."""
+    return diffusion_loss(net, batch["z"], schedule, loss_cfg, y=batch.get("y"), generator=generator, **_text(batch))
+
+
+@dataclass(frozen=True)
+class SuperResolution:
+    """An SR stage's loss (SPEC §4): `sr_loss` on batch["z"] conditioned on batch["lowres"]."""
+
+    sr: SRConfig = SRConfig()
+
+    def __call__(self, net, batch, schedule, loss_cfg, generator):
+        return sr_loss(net, batch["z"], batch["lowres"], schedule, loss_cfg, self.sr, generator=generator,
+                       **_text(batch))
+
+    @property
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"sr_config": config_to_dict(self.sr), "stage": "sr"}
 
 
 def _loss_seed(seed: int, step: int, rank: int, micro: int) -> int:
@@ -98,13 +109,13 @@ def _loss_seed(seed: int, step: int, rank: int, micro: int) -> int:
 
 
 class _LossView:
-    """What `diffusion_loss` needs from the network (config, null_class, call) over a DDP/FSDP wrapper.
+    """What the objective needs from the network (config, null_class, call) over a DDP/FSDP wrapper.
 
     With `sync_calls` (FSDP2 on several ranks) every forward is a collective (parameter
     all-gathers), but `diffusion_loss` runs its extra no-grad self-conditioning pass only on ranks
     whose coin flips asked for it. Before each call the ranks agree (all-reduce MIN of
     "grad enabled"): a rank about to run its grad pass while another runs a no-grad pass first
-    runs a discarded no-grad pass, so every rank issues the same collectives in the same order.
+    runs a discarded no-grad pass, so every rank makes the same collective calls in the same order.
     """
 
     def __init__(self, wrapped: nn.Module, raw: nn.Module, sync_calls: bool = False):
@@ -126,13 +137,13 @@ class _LossView:
         return self.wrapped(*args, **kwargs)
 
 
-# ----------------------------------------------------------------------------- training loop
+# ----------------------------------------------------------------------------- the loop
 
 
 def train_denoiser(
     cfg: DenoiserTrainConfig,
     net: nn.Module,
-    latent_dataset,
+    data,
     out_dir: str | Path,
     image_dataset=None,
     vae: nn.Module | None = None,
@@ -140,251 +151,182 @@ def train_denoiser(
     progress: bool = True,
     stop_at: int | None = None,
     text_embeddings=None,
+    objective: Objective = denoise,
+    extras: dict[str, Any] | None = None,
 ) -> DenoiserTrainResult:
-    """Train the WALT denoiser `net` (on its current device) on a latent cache for `cfg.steps` steps.
+    """Train the WALT `net` (in place, on its current device) for `cfg.steps` steps.
 
     Args:
-        cfg: training hyper-parameters.
-        net: a plain `WALT` (not wrapped); trained in place. Under torchrun call
-            `init_distributed()` first and pass the same freshly built network on every rank.
-        latent_dataset: `walt.data.latent_cache.LatentDataset` of video latents (its stats
-            normalise every batch, video and image alike).
+        net: a plain `WALT` (not wrapped). Under torchrun call `init_distributed()` first and pass
+            the same freshly built network on every rank.
+        data: a batch source (`walt.train.batches`) or a `LatentDataset` of video latents, read
+            with `image_dataset` (1-frame image latents of the same VAE, `cfg.image_ratio` of the
+            steps) and `text_embeddings` (its caption features, dropped with
+            `cfg.loss.p_uncond_text`) by a `LatentBatches`.
         out_dir: log, checkpoints, samples and final weights go here (rank 0 writes).
-        image_dataset: optional `LatentDataset` of 1-frame image latents from the same VAE
-            (joint image-video training, `cfg.image_ratio`).
         vae: optional autoencoder of the cache (checked by weights hash): periodic samples are
             decoded to PNG / GIF.
         resume: continue from the newest checkpoint in `out_dir/checkpoints` if any; with
             resume=False an out_dir that already holds checkpoints is refused.
-        progress: tqdm bar on rank 0 (loss, tokens/s, clips/s).
         stop_at: end this call (with a checkpoint) once this many steps are done, keeping the
             schedule of `cfg.steps` (time-limited jobs; the next call resumes).
-        text_embeddings: optional `walt.text.TextEmbeddings` of `latent_dataset` (its caption
-            features, same item order) for a text-conditioned network (config.text_dim > 0):
-            video batches get text / text_mask, dropped with cfg.loss.p_uncond_text for
-            classifier-free guidance. Image batches (joint training) get no text.
+        objective: what a step minimises (`denoise`, `SuperResolution(sr)`, or your own).
+        extras: more JSON entries for the exported weights (e.g. fps, class names).
     Returns:
         `DenoiserTrainResult`.
     Raises:
         NonFiniteLossError: the loss or gradient norm became NaN/inf (on every rank; nothing saved).
     """
-    from walt.denoiser.model import CHECKPOINT_KIND
+    source = data if hasattr(data, "next_batch") else LatentBatches(
+        data, cfg, labels=net.config.num_classes > 0, image_dataset=image_dataset, text=text_embeddings)
+    run = _Run(cfg, net, source, objective, Path(out_dir), vae, resume)
+    logger = TrainLog(run.out_dir, run.start if run.last_ckpt is not None else None, cfg.tensorboard) if is_main() else None
+    completed, row, last_ckpt = run_steps(run, cfg, stop_at, logger, progress, "train", lambda r: dict(
+        loss=f"{r['loss']:.4f}", tok_s=f"{r['tokens_per_s']:.0f}", clips_s=f"{r['clips_per_s']:.1f}"))
+    if completed < cfg.steps:
+        return DenoiserTrainResult(completed, row, last_ckpt, None, None, interrupted=True)
+    model_path, ema_path = run.export(extras or {})
+    return DenoiserTrainResult(cfg.steps, row, last_ckpt, model_path, ema_path)
 
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    device = next(net.parameters()).device
-    rank, world = get_rank(), get_world_size()
-    walt_config = config_to_dict(net.config)
-    stats: LatentStats = latent_dataset.stats
-    vae_hash = latent_dataset.vae_sha256
-    _check_data(latent_dataset, net, "video cache")
-    use_images = image_dataset is not None and cfg.image_ratio > 0
-    if use_images:
-        _check_data(image_dataset, net, "image cache")
-        if image_dataset.vae_sha256 != vae_hash:
-            raise ValueError("the image cache was encoded by a different VAE than the video cache; re-encode it")
-    text_info = _check_text(text_embeddings, latent_dataset, net)
-    if vae is not None:
-        from walt.data.latent_dataset import vae_fingerprint
 
-        if vae_fingerprint(vae) != vae_hash:
-            raise ValueError("the given vae is not the autoencoder that made the latent cache; pass that one or none")
-    if cfg.parallel == "none" and world > 1:
-        raise ValueError(f"parallel='none' with {world} processes would train unsynchronised copies; "
-                         "set parallel='ddp' (or 'fsdp'), or launch a single process")
-    if cfg.parallel != "none" and world == 1 and is_main():
-        print(f"note: parallel={cfg.parallel!r} in a single process: training unwrapped (launch with torchrun)")
+class _Run:
+    """One call's training state: the wrapped model, EMA, optimiser, schedule, batch source."""
 
-    # ---- batches: global -> ranks -> micro-batches ----
-    def sampler_for(ds, global_batch: int, salt: int) -> ResumableBatchSampler:
-        if global_batch % (world * cfg.grad_accum):
-            raise ValueError(f"batch size {global_batch} must be divisible by world_size x grad_accum = "
-                             f"{world} x {cfg.grad_accum}")
-        return ResumableBatchSampler(len(ds), global_batch, seed=cfg.seed + salt, rank=rank, world_size=world)
+    def __init__(self, cfg, net, source, objective, out_dir: Path, vae, resume: bool):
+        self.cfg, self.net, self.source, self.objective, self.out_dir, self.vae = cfg, net, source, objective, out_dir, vae
+        self.device = next(net.parameters()).device
+        self.rank, self.world = get_rank(), get_world_size()
+        self.walt_config = config_to_dict(net.config)
+        self.objective_extras = dict(getattr(objective, "checkpoint_extras", {}))
+        source.check(net.config)
+        if vae is not None:
+            from walt.data.latent_dataset import vae_fingerprint
 
-    video_sampler = sampler_for(latent_dataset, cfg.batch_size, 0)
-    image_batch = cfg.image_batch_size or cfg.batch_size
-    image_sampler = sampler_for(image_dataset, image_batch, 7919) if use_images else None
+            if vae_fingerprint(vae) != source.vae_sha256:
+                raise ValueError("the given vae is not the autoencoder that made the latent cache; pass that one or none")
+        check_parallel(cfg.parallel, self.world, is_main())
+        # Resume, part 1: read and check the checkpoint before anything is built or wrapped.
+        state, self.last_ckpt = resume_point(out_dir / "checkpoints", resume)
+        self.start, self.epoch = 0, None
+        if state is not None:
+            check_resumable(state, cfg, self.walt_config, source.vae_sha256, self.last_ckpt, self.objective_extras,
+                            source.text_info)
+            source.load_state_dict(state["data"])
+            self.start = int(state["step"])
+        self._build()
+        if state is not None:
+            self._restore(state)
 
-    # ---- resume, part 1: read and check the checkpoint before anything is built or wrapped ----
-    start, last_ckpt, state = 0, latest_checkpoint(ckpt_dir), None
-    if last_ckpt is not None:
-        if not resume:
-            raise ValueError(f"{ckpt_dir} already holds checkpoints; pass resume=True or choose an empty out_dir")
-        state = load_training_state(last_ckpt)
-        _check_resumable(state, cfg, walt_config, vae_hash, last_ckpt)
-        if (state.get("text_encoder") or {}).get("weights_id") != (text_info or {}).get("weights_id"):
-            raise ValueError(f"{last_ckpt} was trained with other text features (or with/without text); "
-                             "use a new out_dir or the same text embeddings")
-        video_sampler.load_state_dict(state["data"]["video"])
-        if image_sampler is not None and state["data"].get("image") is not None:
-            image_sampler.load_state_dict(state["data"]["image"])
-        start = int(state["step"])
+    def _build(self) -> None:
+        """EMA (copied before any wrapper), wrappers, optimiser, LR schedule, diffusion schedule."""
+        cfg, net = self.cfg, self.net
+        self.ema = EMA(net, cfg.ema_decay)
+        self.model = apply_training_wrappers(net, cfg.parallel, compile=cfg.compile,
+                                             activation_checkpointing=cfg.activation_checkpointing, device=self.device,
+                                             find_unused_parameters=self.source.uses_images)
+        if cfg.parallel == "fsdp":
+            wrap_model(self.ema.module, "fsdp")  # the EMA shadow sharded like the model: update stays local
+        elif self.world > 1:
+            self.ema.module.load_state_dict(net.state_dict())  # DDP broadcast rank 0's weights: start the EMA there too
+        self.loss_net = _LossView(self.model, net, sync_calls=cfg.parallel == "fsdp" and self.world > 1)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                     weight_decay=cfg.weight_decay)
+        self.sched = warmup_cosine_scheduler(self.opt, cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)
+        self.schedule = DiffusionSchedule(cfg.diffusion)
+        self.autocast = autocast_for(cfg.precision, self.device)
 
-    # ---- model, EMA (copied before any wrapper), optimiser, schedule ----
-    ema = EMA(net, cfg.ema_decay)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    model = apply_training_wrappers(net, cfg.parallel, compile=cfg.compile,
-                                    activation_checkpointing=cfg.activation_checkpointing, device=device,
-                                    find_unused_parameters=use_images)
-    if cfg.parallel == "fsdp":
-        wrap_model(ema.module, "fsdp")  # the EMA shadow sharded like the model: update stays local
-    elif world > 1:
-        ema.module.load_state_dict(net.state_dict())  # DDP broadcast rank 0's weights: start the EMA there too
-    loss_net = _LossView(model, net, sync_calls=cfg.parallel == "fsdp" and world > 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                            weight_decay=cfg.weight_decay)
-    sched = warmup_cosine_scheduler(opt, cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)
-    schedule = DiffusionSchedule(cfg.diffusion)
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext())
-
-    # ---- resume, part 2: weights, EMA, optimiser, scheduler, RNG (FSDP: each rank loads its shards) ----
-    if state is not None:
-        load_model_state(model, state["model"])
-        load_model_state(ema.module, state["ema"]["shadow"])
-        ema.num_updates = int(state["ema"]["num_updates"])
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Resume, part 2: weights, EMA, optimiser, scheduler, RNG (FSDP: each rank loads its shards)."""
+        load_model_state(self.model, state["model"])
+        load_model_state(self.ema.module, state["ema"]["shadow"])
+        self.ema.num_updates = int(state["ema"]["num_updates"])
         # Stale .grad tensors from a caller's earlier run make the DCP optimiser loader skip its
         # lazy state initialisation; a resumed step starts from no gradients anyway.
-        model.zero_grad(set_to_none=True)
-        load_optimizer_state(model, opt, state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        self.model.zero_grad(set_to_none=True)
+        load_optimizer_state(self.model, self.opt, state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
         restore_rng_state(state["rng"])
-        state = None  # free the host copy
-    logger = TrainLog(out_dir, start if last_ckpt is not None else None, cfg.tensorboard) if is_main() else None
 
-    def save(step: int) -> Path:
-        # Gathering is collective under FSDP: every rank takes part, rank 0 writes.
+    def step(self, step: int, stop_flag) -> tuple[dict[str, float], bool, dict[str, int]]:
+        """One optimizer step -> (logs, whether any rank got a stop signal, throughput counts).
+
+        `stop_flag` (a threading.Event) is read after the forward passes: a signal during the step still stops here.
+        """
+        cfg, device = self.cfg, self.device
+        batch = self.source.next_batch(step)
+        kind, self.epoch = batch.pop("kind", "video"), batch.pop("epoch", None)
+        z = batch["z"]  # (B_rank, c, t, h, w)
+        micro = z.shape[0] // cfg.grad_accum
+        lr_now = self.opt.param_groups[0]["lr"]
+        self.model.train()
+        self.opt.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=device)
+        logs: dict[str, float] = {}
+        for m in range(cfg.grad_accum):
+            mb = {k: v[m * micro:(m + 1) * micro].to(device) for k, v in batch.items()}
+            gen = torch.Generator(device=device).manual_seed(_loss_seed(cfg.seed, step, self.rank, m))
+            with no_grad_sync(self.model, enabled=m < cfg.grad_accum - 1):
+                with self.autocast:
+                    loss, st = self.objective(self.loss_net, mb, self.schedule, cfg.loss, gen)
+                (loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach().float()
+            for k, v in st.items():
+                if k != "loss":
+                    logs[k] = logs.get(k, 0.0) + float(v) / cfg.grad_accum
+        # One collective: the mean loss over ranks and whether any rank got a stop signal.
+        flags = all_reduce_mean(torch.stack([loss_sum / cfg.grad_accum, torch.tensor(float(stop_flag.is_set()), device=device)]))
+        loss_mean, stop_now = float(flags[0]), float(flags[1]) > 0
+        check_finite(loss_mean, step, "diffusion loss")  # same value on every rank: all stop together
+        grad_norm = clip_grad_norm(self.model.parameters(), cfg.grad_clip)
+        check_finite(grad_norm, step, "gradient norm")
+        self.opt.step()
+        self.sched.step()
+        self.ema.update(self.net)
+        logs.update({"loss": loss_mean, f"loss_{kind}": loss_mean, "grad_norm": grad_norm, "lr": lr_now})
+        p = self.net.config.patch_size
+        clips = z.shape[0] * self.world
+        return logs, stop_now, {"clips": clips, "tokens": clips * z.shape[2] * (z.shape[3] // p) * (z.shape[4] // p)}
+
+    def _weights_extras(self) -> dict[str, Any]:
+        return {"train_config": config_to_dict(self.cfg), "diffusion_config": config_to_dict(self.cfg.diffusion)}
+
+    def save(self, step: int) -> Path:
+        """A training-state checkpoint; gathering is collective under FSDP (every rank takes part, rank 0 writes)."""
         state = {
-            "step": step,
-            "data": {"video": video_sampler.state_dict(),
-                     "image": image_sampler.state_dict() if image_sampler is not None else None},
-            "train_config": config_to_dict(cfg),
-            "walt_config": walt_config,
-            "diffusion_config": config_to_dict(cfg.diffusion),
-            "latent_stats": stats.to_dict(),
-            "cache": {"vae_sha256": vae_hash, "dir": str(latent_dataset.cache_dir),
-                      "image_dir": str(image_dataset.cache_dir) if use_images else None},
-            "world_size": world,
-            "text_encoder": text_info,
-            "model": gather_model_state(model),
-            "ema": {"decay": ema.decay, "num_updates": ema.num_updates, "shadow": gather_model_state(ema.module)},
-            "optimizer": gather_optimizer_state(model, opt),
-            "scheduler": sched.state_dict(),
+            "step": step, "data": self.source.state_dict(), **self._weights_extras(), "walt_config": self.walt_config,
+            "latent_stats": self.source.stats.to_dict(), "cache": self.source.describe(), "world_size": self.world,
+            "text_encoder": self.source.text_info, "objective": self.objective_extras,
+            "model": gather_model_state(self.model),
+            "ema": {"decay": self.ema.decay, "num_updates": self.ema.num_updates,
+                    "shadow": gather_model_state(self.ema.module)},
+            "optimizer": gather_optimizer_state(self.model, self.opt), "scheduler": self.sched.state_dict(),
             "rng": capture_rng_state(),
         }
-        path = checkpoint_path(ckpt_dir, step)
+        path = checkpoint_path(self.out_dir / "checkpoints", step)
         if is_main():
-            save_training_state(path, state, keep_last=cfg.keep_checkpoints)
+            save_training_state(path, state, keep_last=self.cfg.keep_checkpoints)
         barrier()
         return path
 
-    # ---- loop ----
-    window: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    last_row: dict[str, float] = {}
-    t_window, n_window, clips_window, tokens_window = time.perf_counter(), 0, 0, 0
-    p = net.config.patch_size
-    use_labels = net.config.num_classes > 0
-    end = cfg.steps if stop_at is None else min(cfg.steps, max(stop_at, start))
-    interrupted, completed = False, start
-    pbar = tqdm(total=cfg.steps, initial=start, disable=not (progress and is_main()), desc="train",
-                unit="step", dynamic_ncols=True)
-    try:
-        with GracefulStop() as stop:
-            for step in range(start, end):
-                image_step = use_images and is_image_step(step, cfg.image_ratio)
-                ds, sampler = (image_dataset, image_sampler) if image_step else (latent_dataset, video_sampler)
-                ids = sampler.next_indices()  # (B_rank,) this rank's share of the global batch
-                epoch = sampler.epoch
-                z = stats.normalize(ds.latents(ids, raw=True))  # (B_rank, c, t, h, w), video stats for both
-                y = ds.labels[ids] if use_labels else None
-                txt = msk = None
-                if text_embeddings is not None and not image_step:
-                    txt, msk = text_embeddings.batch(ids)  # (B_rank, L, D), (B_rank, L)
-                micro = len(ids) // cfg.grad_accum
-                lr_now = opt.param_groups[0]["lr"]
+    def after_step(self, step: int) -> None:
+        """Periodic DDIM samples of the EMA model (`cfg.sample_every`)."""
+        if not (self.cfg.sample_every and step % self.cfg.sample_every == 0):
+            return
+        write_samples(self.ema.module, self.schedule, self.source.stats, self.out_dir / "samples", step, self.cfg,
+                      self.vae, sample_on_all_ranks=self.cfg.parallel == "fsdp" and self.world > 1,
+                      text_embeddings=getattr(self.source, "text", None))
 
-                model.train()
-                opt.zero_grad(set_to_none=True)
-                loss_sum = torch.zeros((), device=device)
-                step_stats: dict[str, float] = {}
-                for m in range(cfg.grad_accum):
-                    zb = z[m * micro:(m + 1) * micro].to(device)
-                    yb = y[m * micro:(m + 1) * micro].to(device) if y is not None else None
-                    text_kw = {} if txt is None else {"text": txt[m * micro:(m + 1) * micro].to(device),
-                                                      "text_mask": msk[m * micro:(m + 1) * micro].to(device)}
-                    gen = torch.Generator(device=device).manual_seed(_loss_seed(cfg.seed, step, rank, m))
-                    with no_grad_sync(model, enabled=m < cfg.grad_accum - 1):
-                        with autocast:
-                            loss, st = diffusion_loss(loss_net, zb, schedule, cfg.loss, y=yb, generator=gen,
-                                                      **text_kw)
-                        (loss / cfg.grad_accum).backward()
-                    loss_sum += loss.detach().float()
-                    for k, v in st.items():
-                        if k != "loss":
-                            step_stats[k] = step_stats.get(k, 0.0) + float(v) / cfg.grad_accum
-                # One collective: the mean loss over ranks and whether any rank got a stop signal.
-                flags = torch.stack([loss_sum / cfg.grad_accum, torch.tensor(float(stop.flag.is_set()), device=device)])
-                flags = all_reduce_mean(flags)
-                loss_mean, stop_now = float(flags[0]), float(flags[1]) > 0
-                check_finite(loss_mean, step, "diffusion loss")  # same value on every rank: all stop together
-                grad_norm = clip_grad_norm(model.parameters(), cfg.grad_clip)
-                check_finite(grad_norm, step, "gradient norm")
-                opt.step()
-                sched.step()
-                ema.update(net)
+    def export(self, extras: dict[str, Any]) -> tuple[Path, Path]:
+        """The final networks (raw and EMA) in the `WALT.save` format, with what `Stage` reads back."""
+        from walt.denoiser.model import CHECKPOINT_KIND
 
-                kind = "loss_image" if image_step else "loss_video"
-                step_stats.update({"loss": loss_mean, kind: loss_mean, "grad_norm": grad_norm, "lr": lr_now})
-                for k, v in step_stats.items():
-                    window[k] += v
-                    counts[k] += 1
-                n_window += 1
-                clips_window += len(ids) * world
-                tokens_window += len(ids) * world * z.shape[2] * (z.shape[3] // p) * (z.shape[4] // p)
-                done = step + 1
-
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    elapsed = max(time.perf_counter() - t_window, 1e-9)
-                    last_row = {k: window[k] / counts[k] for k in window}
-                    last_row.update(step=done, epoch=epoch, tokens_per_s=tokens_window / elapsed,
-                                    clips_per_s=clips_window / elapsed, sec_per_step=elapsed / n_window)
-                    if logger is not None:
-                        logger.write(last_row)
-                    pbar.set_postfix(loss=f"{last_row['loss']:.4f}", tok_s=f"{last_row['tokens_per_s']:.0f}",
-                                     clips_s=f"{last_row['clips_per_s']:.1f}")
-                    window.clear()
-                    counts.clear()
-                    t_window, n_window, clips_window, tokens_window = time.perf_counter(), 0, 0, 0
-                interrupted = stop_now or (done == end and end < cfg.steps)
-                if done % cfg.ckpt_every == 0 or done == cfg.steps or interrupted:
-                    last_ckpt = save(done)
-                if cfg.sample_every and done % cfg.sample_every == 0:
-                    write_samples(ema.module, schedule, stats, out_dir / "samples", done, cfg, vae,
-                                   sample_on_all_ranks=cfg.parallel == "fsdp" and world > 1,
-                                   text_embeddings=text_embeddings)
-                pbar.update(1)
-                completed = done
-                if interrupted:
-                    break
-    finally:
-        pbar.close()
-        if logger is not None:
-            logger.close()
-
-    if completed < cfg.steps:
-        return DenoiserTrainResult(completed, last_row, last_ckpt, None, None, interrupted=True)
-
-    # ---- export the final networks (raw and EMA), in the WALT.save format ----
-    extra = {"step": cfg.steps, "train_config": config_to_dict(cfg), "diffusion_config": config_to_dict(cfg.diffusion),
-             "latent_stats": stats.to_dict(), "vae_sha256": vae_hash}
-    if text_info is not None:
-        extra["text_encoder"] = text_info
-    model_path, ema_path = out_dir / "walt.safetensors", out_dir / "walt_ema.safetensors"
-    raw_state, ema_state = gather_model_state(model), gather_model_state(ema.module)
-    if is_main():
-        save_checkpoint(model_path, {"kind": CHECKPOINT_KIND, "config": walt_config, "model": raw_state, **extra})
-        save_checkpoint(ema_path, {"kind": CHECKPOINT_KIND, "config": walt_config, "model": ema_state, "ema": True,
-                                   **extra})
-    barrier()
-    return DenoiserTrainResult(cfg.steps, last_row, last_ckpt, model_path, ema_path)
+        extra = {"step": self.cfg.steps, **self._weights_extras(), **self.source.export_extras(),
+                 **self.objective_extras, **extras}
+        model_path, ema_path = self.out_dir / "walt.safetensors", self.out_dir / "walt_ema.safetensors"
+        raw_state, ema_state = gather_model_state(self.model), gather_model_state(self.ema.module)
+        if is_main():
+            head = {"kind": CHECKPOINT_KIND, "config": self.walt_config}
+            save_checkpoint(model_path, {**head, "model": raw_state, **extra})
+            save_checkpoint(ema_path, {**head, "model": ema_state, "ema": True, **extra})
+        barrier()
+        return model_path, ema_path

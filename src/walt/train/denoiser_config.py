@@ -1,29 +1,26 @@
 """Configuration of the transformer (stage 2) training loop, and the checks made before it starts.
 
 `DenoiserTrainConfig` holds the hyper-parameters (paper §5.1 / SPEC §3 defaults where stated),
-`DenoiserTrainResult` what `walt.train.denoiser.train_denoiser` returns. The `_check_*` helpers
-compare a latent cache, its caption features and a checkpoint on disk against a network and a
-config, so that `walt train` (walt.commands.train) can refuse a mismatch before building anything.
+`DenoiserTrainResult` what `walt.train.denoiser.train_denoiser` returns, and `check_resumable`
+compares a checkpoint on disk with a run, so that `walt train` can refuse a mismatch before
+building anything (the data checks are `walt.train.batches`').
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
-
-import torch.nn as nn
 
 from walt.config import config_to_dict
 from walt.diffusion.loss import DiffusionLossConfig
 from walt.diffusion.schedule import DiffusionConfig
 
-__all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "is_image_step"]
+__all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "RESUMABLE_CHANGES", "check_resumable"]
 
 # Settings that may change when a run is resumed without changing what a step computes
 # (`steps` re-shapes the cosine tail: that is how a run is extended).
-_RESUMABLE_CHANGES = {
+RESUMABLE_CHANGES = {
     "steps", "log_every", "ckpt_every", "keep_checkpoints", "sample_every", "sample_clips", "sample_steps",
     "tensorboard", "compile", "activation_checkpointing", "parallel",
 }
@@ -97,50 +94,25 @@ class DenoiserTrainResult:
     interrupted: bool = False  # stopped early by SIGTERM / SIGINT or `stop_at` (a checkpoint was written)
 
 
-def is_image_step(step: int, ratio: float) -> bool:
-    """Step `step` takes an image batch: exactly round(ratio * n) of any n first steps do (0.5 alternates)."""
-    return ratio > 0 and math.floor((step + 1) * ratio + 1e-9) > math.floor(step * ratio + 1e-9)
+def check_resumable(state: dict, cfg: DenoiserTrainConfig, walt_config: dict, vae_hash: str, ckpt: Path,
+                    objective: dict | None = None, text_info: dict | None = None) -> None:
+    """ValueError naming what differs between the training state `state` and this run.
 
-
-def _check_data(ds, net: nn.Module, what: str) -> None:
-    cfg = net.config
-    c, t, h, w = ds.latent_shape
-    t_max, h_cfg, w_cfg = cfg.input_size
-    if c != cfg.in_channels or (h, w) != (h_cfg, w_cfg) or not 1 <= t <= t_max:
-        raise ValueError(f"{what} latents are (c, t, h, w) = {(c, t, h, w)} but the network takes "
-                         f"{cfg.in_channels} channels, up to {t_max} frames of {h_cfg}x{w_cfg}; build it with "
-                         f"in_channels={c}, input_size=({max(t, t_max)}, {h}, {w})")
-    if cfg.num_classes > 0:
-        lo, hi = int(ds.labels.min()), int(ds.labels.max())
-        if lo < 0 or hi >= cfg.num_classes:
-            raise ValueError(f"{what} labels span [{lo}, {hi}] but the network has num_classes={cfg.num_classes}; "
-                             "use a class-conditional cache with labels in range, or num_classes=0")
-
-
-def _check_text(text_embeddings, ds, net: nn.Module) -> dict | None:
-    """The text features must fit the network (text_dim) and the latent cache (items, VAE); returns their info."""
-    text_dim = getattr(net.config, "text_dim", 0)
-    if text_embeddings is None:
-        return None
-    if text_dim <= 0:
-        raise ValueError("text embeddings were given but the network has text_dim=0; build it with "
-                         f"text_dim={text_embeddings.dim}")
-    if text_embeddings.dim != text_dim:
-        raise ValueError(f"the text features are {text_embeddings.dim}-d but the network has text_dim={text_dim}; "
-                         f"build it with text_dim={text_embeddings.dim}")
-    if len(text_embeddings) != len(ds) or text_embeddings.vae_sha256 != ds.vae_sha256:
-        raise ValueError("the text embeddings belong to another latent cache (item count or VAE differ); "
-                         "cache them again for this one")
-    return dict(text_embeddings.encoder_info)
-
-
-def _check_resumable(state: dict, cfg: DenoiserTrainConfig, walt_config: dict, vae_hash: str, ckpt: Path) -> None:
+    The network config, the autoencoder of the latents, the objective's settings, the caption
+    features and every setting outside `RESUMABLE_CHANGES` must be the ones the run started with.
+    """
     if state.get("walt_config") != walt_config:
         raise ValueError(f"{ckpt} was trained with a different WALT config; use a new out_dir or the same preset")
     if state.get("cache", {}).get("vae_sha256") != vae_hash:
         raise ValueError(f"{ckpt} was trained on latents of a different VAE; use a new out_dir or the original cache")
+    if (state.get("objective") or {}) != (objective or {}):
+        raise ValueError(f"{ckpt} was trained with another objective ({state.get('objective') or 'denoise'}); "
+                         "use a new out_dir or the same settings")
+    if (state.get("text_encoder") or {}).get("weights_id") != (text_info or {}).get("weights_id"):
+        raise ValueError(f"{ckpt} was trained with other text features (or with/without text); "
+                         "use a new out_dir or the same text embeddings")
     old, new = state["train_config"], config_to_dict(cfg)
-    diff = sorted(k for k in set(old) | set(new) if k not in _RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if diff:
         k = diff[0]
         raise ValueError(f"{ckpt} was trained with {k}={old.get(k)!r}, now {k}={new.get(k)!r}; "

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 
 from walt.autoencoder.latent_stats import LatentStats
-from walt.io import atomic_write
 from walt.diffusion.schedule import DiffusionSchedule
+from walt.io import atomic_write
 from walt.train.denoiser_config import DenoiserTrainConfig
 from walt.train.distributed import barrier, is_main
 from walt.train.metrics_log import MetricsLog
@@ -25,7 +25,7 @@ __all__ = ["LOG_COLUMNS", "TrainLog", "write_samples"]
 
 LOG_COLUMNS = (
     "step", "epoch", "lr", "loss", "loss_video", "loss_image", "grad_norm", "frac_self_cond", "frac_uncond",
-    "frac_frame_pred", "tokens_per_s", "clips_per_s", "sec_per_step", "frac_uncond_text",
+    "frac_frame_pred", "tokens_per_s", "clips_per_s", "sec_per_step", "frac_uncond_text", "noise_level",
 )
 
 

@@ -8,8 +8,8 @@ Each step (SPEC Sec. 1, MAGVIT-v2 recipe; the passes themselves are in `walt.tra
 Both use Adam with betas (0, 0.99) and warmup + cosine learning rates, with gradient clipping,
 gradient accumulation over `grad_accum` micro-batches and bf16 autocast on CUDA.
 
-The same loop design as the transformer's (`walt.train.denoiser`, sharing `walt.train.common`
-and `walt.train.distributed`):
+The same loop design as the denoiser's (`walt.train.denoiser`, sharing `walt.train.common`,
+`walt.train.distributed` and `walt.train.parallelize`):
   - the data position is explicit (`walt.train.vae_data`): a `batch_fn(step)` or a dataset read
     through the seeded, restorable `ResumableBatchSampler`, split across ranks;
   - the posterior noise of a step is drawn for the whole global batch from a generator seeded by
@@ -27,7 +27,7 @@ and `walt.train.distributed`):
     optimizer step and before any save, so the newest checkpoint is the last good state.
 
 Activation checkpointing and torch.compile (of the autoencoder) are applied from outside the
-model by `walt.train.distributed.apply_training_wrappers`, before DDP.
+model by `walt.train.parallelize.apply_training_wrappers`, before DDP.
 
 Outputs in `out_dir` (rank 0 only):
   log.csv, tb/ (TensorBoard, if installed)   one row every `log_every` steps (window means)
@@ -38,52 +38,40 @@ Outputs in `out_dir` (rank 0 only):
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from walt.autoencoder.discriminator import Discriminator3D
 from walt.autoencoder.losses import VAELoss
-from walt.train.perceptual import build_perceptual_loss
 from walt.config import config_to_dict
 from walt.train.common import (
     EMA,
     NonFiniteLossError,
+    autocast_for,
     capture_rng_state,
     check_finite,
+    check_parallel,
     checkpoint_path,
-    latest_checkpoint,
-    load_training_state,
     restore_rng_state,
+    resume_point,
+    run_steps,
     save_training_state,
     warmup_cosine_scheduler,
 )
-from walt.train.distributed import (
-    GracefulStop,
-    all_reduce_mean,
-    apply_training_wrappers,
-    barrier,
-    clip_grad_norm,
-    get_rank,
-    get_world_size,
-    is_main,
-    wrap_model,
-)
+from walt.train.distributed import all_reduce_mean, barrier, get_rank, get_world_size, is_main
 from walt.train.metrics_log import MetricsLog
+from walt.train.parallelize import apply_training_wrappers, clip_grad_norm, wrap_model
+from walt.train.perceptual import build_perceptual_loss
 from walt.train.vae_config import LOG_COLUMNS, VAETrainConfig, VAETrainResult, check_resumable
 from walt.train.vae_data import VAEBatches
 from walt.train.vae_samples import sample_path, write_reconstructions
 from walt.train.vae_step import discriminator_pass, generator_pass
 
 BatchFn = Callable[[int], Tensor]
-_check_resumable = check_resumable  # the name `walt train-vae` imports
 
 __all__ = ["VAETrainConfig", "VAETrainResult", "NonFiniteLossError", "train_vae", "LOG_COLUMNS"]
 
@@ -158,193 +146,164 @@ def train_vae(
     Raises:
         NonFiniteLossError: a loss or gradient norm became NaN/inf (on every rank; nothing saved).
     """
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
-    device = next(vae.parameters()).device
-    rank, world = get_rank(), get_world_size()
-    vae_config = config_to_dict(vae.config)
-    k = cfg.grad_accum
-    if cfg.parallel == "none" and world > 1:
-        raise ValueError(f"parallel='none' with {world} processes would train unsynchronised copies; "
-                         "set parallel='ddp', or launch a single process")
-    if cfg.parallel != "none" and world == 1 and is_main():
-        print(f"note: parallel={cfg.parallel!r} in a single process: training unwrapped (launch with torchrun)")
-    if cfg.batch_size % (world * k):
-        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size x grad_accum = {world} x {k}")
-    holdout = _check_holdout(holdout, cfg, vae)
-    batches = VAEBatches(data, cfg.batch_size, cfg.seed, rank, world)
-
-    # ---- the discriminator (deterministically from cfg.seed) and the losses ----
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        disc = discriminator
-        if disc is None and cfg.discriminator is not None:
-            disc = Discriminator3D(cfg.discriminator)
-    if disc is not None:
-        disc = disc.to(device)
-    perceptual = perceptual_net if perceptual_net is not None else build_perceptual_loss(cfg.perceptual)
-    loss_fn = VAELoss(cfg.loss, perceptual).to(device)
-    if world > 1:
-        loss_fn.lecam.reduce = all_reduce_mean  # every rank keeps the same anchors (global batch means)
-
-    # ---- resume, part 1: weights and data position, before anything is copied or wrapped ----
-    start, last_ckpt, state = 0, latest_checkpoint(ckpt_dir), None
-    if last_ckpt is not None:
-        if not resume:
-            raise ValueError(f"{ckpt_dir} already holds checkpoints; pass resume=True or choose an empty out_dir")
-        state = load_training_state(last_ckpt)
-        check_resumable(state, cfg, vae_config, last_ckpt)
-        batches.load_state_dict(state.get("data"))
-        vae.load_state_dict(state["vae"])
-        if disc is not None:
-            disc.load_state_dict(state["discriminator"])
-            loss_fn.lecam.load_state_dict(state["lecam"])
-        start = int(state["step"])
-
-    # ---- EMA (copied before any wrapper), wrappers, optimisers, schedules ----
-    ema = EMA(vae, cfg.ema_decay)
-    model_g = apply_training_wrappers(vae, cfg.parallel, compile=cfg.compile,
-                                      activation_checkpointing=cfg.activation_checkpointing, device=device)
-    model_d = wrap_model(disc, cfg.parallel, device=device) if disc is not None else None
-    adamw = dict(betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    opt_g = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, **adamw)
-    sched_g = warmup_cosine_scheduler(opt_g, cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)
-    opt_d = sched_d = None
-    if disc is not None:
-        opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, **adamw)
-        # D's schedule counts D updates: it warms up from when it starts training.
-        d_steps = max(1, cfg.steps - cfg.disc_start_step)
-        sched_d = warmup_cosine_scheduler(opt_d, cfg.warmup_steps, d_steps, cfg.min_lr / cfg.lr)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-
-    # ---- resume, part 2: EMA, optimisers, schedules, RNG ----
-    if state is not None:
-        ema.load_state_dict(state["ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        sched_g.load_state_dict(state["sched_g"])
-        if disc is not None:
-            opt_d.load_state_dict(state["opt_d"])
-            sched_d.load_state_dict(state["sched_d"])
-        restore_rng_state(state["rng"])
-        state = None  # free the host copy
-    elif world > 1:
-        ema.module.load_state_dict(vae.state_dict())  # DDP broadcast rank 0's weights: start the EMA there too
-    logger = MetricsLog(out_dir, LOG_COLUMNS, start if last_ckpt is not None else None,
+    run = _VAERun(cfg, vae, data, Path(out_dir), resume, discriminator, perceptual_net, holdout)
+    logger = MetricsLog(run.out_dir, LOG_COLUMNS, run.start if run.last_ckpt is not None else None,
                         cfg.tensorboard) if is_main() else None
+    completed, row, last_ckpt = run_steps(run, cfg, stop_at, logger, progress, "train-vae", lambda r: dict(
+        loss=f"{r['g_total']:.4f}", psnr=f"{r['psnr']:.2f}", clips_s=f"{r['clips_per_s']:.2f}"))
+    if completed < cfg.steps:
+        return VAETrainResult(completed, row, last_ckpt, None, None, interrupted=True)
+    vae_path, ema_path = run.export(completed)
+    return VAETrainResult(step=completed, metrics=row, checkpoint=last_ckpt, vae_path=vae_path, ema_path=ema_path)
 
-    def save(step: int) -> Path:
+
+class _VAERun:
+    """One call's state: both players (wrapped), the EMA, both optimisers and schedules, the losses, the data."""
+
+    def __init__(self, cfg, vae, data, out_dir: Path, resume: bool, discriminator, perceptual_net, holdout):
+        self.cfg, self.vae, self.out_dir = cfg, vae, out_dir
+        self.device = next(vae.parameters()).device
+        self.rank, self.world = get_rank(), get_world_size()
+        self.vae_config = config_to_dict(vae.config)
+        check_parallel(cfg.parallel, self.world, is_main(), offered="'ddp'")
+        if cfg.batch_size % (self.world * cfg.grad_accum):
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by world_size x grad_accum = "
+                             f"{self.world} x {cfg.grad_accum}")
+        self.holdout = _check_holdout(holdout, cfg, vae)
+        self.batches = VAEBatches(data, cfg.batch_size, cfg.seed, self.rank, self.world)
+        self._losses(discriminator, perceptual_net)
+        # Resume, part 1: weights and data position, before anything is copied or wrapped.
+        state, self.last_ckpt = resume_point(out_dir / "checkpoints", resume)
+        self.start = 0
+        if state is not None:
+            check_resumable(state, cfg, self.vae_config, self.last_ckpt)
+            self.batches.load_state_dict(state.get("data"))
+            vae.load_state_dict(state["vae"])
+            if self.disc is not None:
+                self.disc.load_state_dict(state["discriminator"])
+                self.loss_fn.lecam.load_state_dict(state["lecam"])
+            self.start = int(state["step"])
+        self._build()
+        if state is not None:
+            self._restore(state)
+        elif self.world > 1:
+            self.ema.module.load_state_dict(vae.state_dict())  # DDP broadcast rank 0's weights: start the EMA there too
+
+    def _losses(self, discriminator, perceptual_net) -> None:
+        """The discriminator (deterministically from cfg.seed) and the generator / discriminator losses."""
+        cfg = self.cfg
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            disc = discriminator
+            if disc is None and cfg.discriminator is not None:
+                disc = Discriminator3D(cfg.discriminator)
+        self.disc = disc.to(self.device) if disc is not None else None
+        perceptual = perceptual_net if perceptual_net is not None else build_perceptual_loss(cfg.perceptual)
+        self.loss_fn = VAELoss(cfg.loss, perceptual).to(self.device)
+        if self.world > 1:
+            self.loss_fn.lecam.reduce = all_reduce_mean  # every rank keeps the same anchors (global batch means)
+
+    def _build(self) -> None:
+        """EMA (copied before any wrapper), wrappers, optimisers and their warmup + cosine schedules."""
+        cfg, vae, disc = self.cfg, self.vae, self.disc
+        self.ema = EMA(vae, cfg.ema_decay)
+        self.model_g = apply_training_wrappers(vae, cfg.parallel, compile=cfg.compile,
+                                               activation_checkpointing=cfg.activation_checkpointing, device=self.device)
+        self.model_d = wrap_model(disc, cfg.parallel, device=self.device) if disc is not None else None
+        adamw = dict(betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        self.opt_g = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, **adamw)
+        self.sched_g = warmup_cosine_scheduler(self.opt_g, cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)
+        self.opt_d = self.sched_d = None
+        if disc is not None:
+            self.opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, **adamw)
+            # D's schedule counts D updates: it warms up from when it starts training.
+            d_steps = max(1, cfg.steps - cfg.disc_start_step)
+            self.sched_d = warmup_cosine_scheduler(self.opt_d, cfg.warmup_steps, d_steps, cfg.min_lr / cfg.lr)
+        self.autocast = autocast_for(cfg.precision, self.device)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Resume, part 2: EMA, optimisers, schedules, RNG."""
+        self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        if self.disc is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
+            self.sched_d.load_state_dict(state["sched_d"])
+        restore_rng_state(state["rng"])
+
+    def step(self, step: int, stop_flag) -> tuple[dict[str, float], bool, dict[str, int]]:
+        """One step of each player -> (logs, whether any rank got a stop signal, throughput counts).
+
+        `stop_flag` (a threading.Event) is read after the generator pass: a signal during the step still stops here.
+        """
+        cfg, device, k = self.cfg, self.device, self.cfg.grad_accum
+        x = self.batches.get(step).to(device)  # (B_rank, 3, T, H, W), this rank's share
+        noise = _posterior_noise(self.vae, tuple(x.shape), cfg, step, self.rank, self.batches.per_rank, device)
+        lr_now = self.opt_g.param_groups[0]["lr"]
+
+        # 1. generator (autoencoder) step, D frozen but differentiable w.r.t. its input
+        self.opt_g.zero_grad(set_to_none=True)
+        recons, logs = generator_pass(step, x, noise, self.model_g, self.disc, self.loss_fn, k, self.autocast)
+        logs, stop_now = _reduce(logs, stop_flag.is_set(), device)
+        check_finite(logs["g_total"], step, "generator loss")  # same value on every rank
+        logs["grad_norm_g"] = clip_grad_norm(self.vae.parameters(), cfg.grad_clip)
+        check_finite(logs["grad_norm_g"], step, "generator gradient norm")
+        self.opt_g.step()
+        self.sched_g.step()
+        self.ema.update(self.vae)
+
+        # 2. discriminator step on the real clips and the detached reconstructions
+        if self.disc is not None and step >= cfg.disc_start_step:
+            self.opt_d.zero_grad(set_to_none=True)
+            d_logs, _ = _reduce(discriminator_pass(x, recons, self.model_d, self.disc, self.loss_fn, k, self.autocast),
+                                False, device)
+            check_finite(d_logs["d_total"], step, "discriminator loss")
+            d_logs["grad_norm_d"] = clip_grad_norm(self.disc.parameters(), cfg.grad_clip)
+            check_finite(d_logs["grad_norm_d"], step, "discriminator gradient norm")
+            self.opt_d.step()
+            self.sched_d.step()
+            logs.update(d_logs)
+        del recons
+        logs["lr"] = lr_now
+        done = step + 1
+        if self.holdout is not None and done % cfg.sample_every == 0:
+            if is_main():
+                logs["val_psnr"] = write_reconstructions(self.ema.module, self.holdout,
+                                                         sample_path(self.out_dir / "samples", done), self.autocast)
+            barrier()
+        return logs, stop_now, {"clips": cfg.batch_size, "frames": cfg.batch_size * x.shape[2]}
+
+    @property
+    def epoch(self) -> int | None:
+        return self.batches.epoch
+
+    def after_step(self, step: int) -> None:
+        pass  # the held-out reconstructions are part of the step's logs (val_psnr)
+
+    def save(self, step: int) -> Path:
+        cfg, disc = self.cfg, self.disc
         state = {
-            "step": step,
-            "data": batches.state_dict(step),
-            "data_position": step,
-            "train_config": config_to_dict(cfg),
-            "vae_config": vae_config,
+            "step": step, "data": self.batches.state_dict(step), "data_position": step,
+            "train_config": config_to_dict(cfg), "vae_config": self.vae_config,
             "discriminator_config": config_to_dict(disc.config) if disc is not None and hasattr(disc, "config") else None,
-            "world_size": world,
-            "vae": vae.state_dict(),
-            "ema": ema.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "sched_g": sched_g.state_dict(),
-            "rng": capture_rng_state(),
+            "world_size": self.world, "vae": self.vae.state_dict(), "ema": self.ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "sched_g": self.sched_g.state_dict(), "rng": capture_rng_state(),
         }
         if disc is not None:
-            state.update(discriminator=disc.state_dict(), opt_d=opt_d.state_dict(),
-                         sched_d=sched_d.state_dict(), lecam=loss_fn.lecam.state_dict())
-        path = checkpoint_path(ckpt_dir, step)
+            state.update(discriminator=disc.state_dict(), opt_d=self.opt_d.state_dict(),
+                         sched_d=self.sched_d.state_dict(), lecam=self.loss_fn.lecam.state_dict())
+        path = checkpoint_path(self.out_dir / "checkpoints", step)
         if is_main():
             save_training_state(path, state, keep_last=cfg.keep_checkpoints)
         barrier()
         return path
 
-    # ---- loop ----
-    window: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    last_row: dict[str, float] = {}
-    t_window, n_window, frames_window = time.perf_counter(), 0, 0
-    end = cfg.steps if stop_at is None else min(cfg.steps, max(stop_at, start))
-    interrupted, completed = False, start
-    pbar = tqdm(total=cfg.steps, initial=start, disable=not (progress and is_main()), desc="train-vae",
-                unit="step", dynamic_ncols=True)
-    try:
-        with GracefulStop() as stop:
-            for step in range(start, end):
-                x = batches.get(step).to(device)  # (B_rank, 3, T, H, W), this rank's share
-                epoch = batches.epoch
-                noise = _posterior_noise(vae, tuple(x.shape), cfg, step, rank, batches.per_rank, device)
-                lr_now = opt_g.param_groups[0]["lr"]
-
-                # 1. generator (autoencoder) step, D frozen but differentiable w.r.t. its input
-                opt_g.zero_grad(set_to_none=True)
-                recons, logs = generator_pass(step, x, noise, model_g, disc, loss_fn, k, autocast)
-                logs, stop_now = _reduce(logs, stop.flag.is_set(), device)
-                check_finite(logs["g_total"], step, "generator loss")  # same value on every rank
-                logs["grad_norm_g"] = clip_grad_norm(vae.parameters(), cfg.grad_clip)
-                check_finite(logs["grad_norm_g"], step, "generator gradient norm")
-                opt_g.step()
-                sched_g.step()
-                ema.update(vae)
-
-                # 2. discriminator step on the real clips and the detached reconstructions
-                if disc is not None and step >= cfg.disc_start_step:
-                    opt_d.zero_grad(set_to_none=True)
-                    d_logs, _ = _reduce(discriminator_pass(x, recons, model_d, disc, loss_fn, k, autocast), False,
-                                        device)
-                    check_finite(d_logs["d_total"], step, "discriminator loss")
-                    d_logs["grad_norm_d"] = clip_grad_norm(disc.parameters(), cfg.grad_clip)
-                    check_finite(d_logs["grad_norm_d"], step, "discriminator gradient norm")
-                    opt_d.step()
-                    sched_d.step()
-                    logs.update(d_logs)
-                del recons
-                logs["lr"] = lr_now
-                done = step + 1
-                if holdout is not None and done % cfg.sample_every == 0:
-                    if is_main():
-                        logs["val_psnr"] = write_reconstructions(ema.module, holdout,
-                                                                 sample_path(out_dir / "samples", done), autocast)
-                    barrier()
-
-                for name, v in logs.items():
-                    window[name] += v
-                    counts[name] += 1
-                n_window += 1
-                frames_window += cfg.batch_size * x.shape[2]
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    elapsed = max(time.perf_counter() - t_window, 1e-9)
-                    last_row = {name: window[name] / counts[name] for name in window}
-                    last_row.update(step=done, epoch=epoch, clips_per_s=n_window * cfg.batch_size / elapsed,
-                                    frames_per_s=frames_window / elapsed, sec_per_step=elapsed / n_window)
-                    if logger is not None:
-                        logger.write(last_row)
-                    pbar.set_postfix(loss=f"{last_row['g_total']:.4f}", psnr=f"{last_row['psnr']:.2f}",
-                                     clips_s=f"{last_row['clips_per_s']:.2f}")
-                    window.clear()
-                    counts.clear()
-                    t_window, n_window, frames_window = time.perf_counter(), 0, 0
-                interrupted = stop_now or (done == end and end < cfg.steps)
-                if done % cfg.ckpt_every == 0 or done == cfg.steps or interrupted:
-                    last_ckpt = save(done)
-                pbar.update(1)
-                completed = done
-                if interrupted:
-                    break
-    except NonFiniteLossError as e:
-        where = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-        raise NonFiniteLossError(f"{e} ({where})") from None
-    finally:
-        pbar.close()
-        if logger is not None:
-            logger.close()
-
-    if completed < cfg.steps:
-        return VAETrainResult(completed, last_row, last_ckpt, None, None, interrupted=True)
-
-    # ---- export the final autoencoders (raw and EMA) ----
-    extra = {"step": completed, "train_config": config_to_dict(cfg)}
-    vae_path, ema_path = out_dir / "vae.safetensors", out_dir / "vae_ema.safetensors"
-    if is_main():
-        vae.save(vae_path, **extra, ema=False)
-        ema.module.save(ema_path, **extra, ema=True)
-    barrier()
-    return VAETrainResult(step=completed, metrics=last_row, checkpoint=last_ckpt, vae_path=vae_path, ema_path=ema_path)
+    def export(self, step: int) -> tuple[Path, Path]:
+        """The final autoencoders (raw and EMA) in the `CausalVAE.save` format."""
+        extra = {"step": step, "train_config": config_to_dict(self.cfg)}
+        vae_path, ema_path = self.out_dir / "vae.safetensors", self.out_dir / "vae_ema.safetensors"
+        if is_main():
+            self.vae.save(vae_path, **extra, ema=False)
+            self.ema.module.save(ema_path, **extra, ema=True)
+        barrier()
+        return vae_path, ema_path

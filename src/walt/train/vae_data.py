@@ -7,7 +7,7 @@ uninterrupted run would have seen:
     its 1/world_size share, so it suits cheap, procedural data;
   - a map-style dataset (`len(ds)`, `ds[i]` a `(3, T, H, W)` tensor or a dict with "video"):
     a seeded permutation per epoch, cut into global batches, each rank loading only its share
-    (`walt.train.distributed.ResumableBatchSampler`, the transformer loop's sampler); the
+    (`walt.train.batches.ResumableBatchSampler`, the denoiser loop's sampler); the
     position (epoch, batch in epoch) goes into every checkpoint. Datasets with `set_epoch`
     (real video folders: the clip start depends on (seed, index, epoch)) are told the epoch.
 """
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from walt.train.distributed import ResumableBatchSampler
+from walt.train.batches import ResumableBatchSampler
 
 __all__ = ["VAEBatches"]
 

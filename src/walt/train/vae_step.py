@@ -28,7 +28,7 @@ from torch import Tensor
 
 from walt.autoencoder.losses import VAELoss
 from walt.eval.metrics import psnr
-from walt.train.distributed import no_grad_sync
+from walt.train.parallelize import no_grad_sync
 
 __all__ = ["generator_pass", "discriminator_pass", "micro_batch"]
 
