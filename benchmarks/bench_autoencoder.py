@@ -9,7 +9,7 @@ isolated CPU cases run as `python -m walt.bench.autoencoder --case ...` children
 
 from __future__ import annotations
 
-from walt.bench.autoencoder import MODULE, build, main, measure, run_case, speed, streaming  # noqa: F401
+from walt.bench.autoencoder import main
 
 if __name__ == "__main__":
     main(prog="python -m benchmarks.bench_autoencoder")

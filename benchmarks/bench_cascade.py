@@ -1,5 +1,5 @@
 """Cascade benchmark: seconds per stage of a text-to-video sample at the paper's sizes and the memory
-of the final 512x896x17 decode (issue #6).
+of the final 512x896x17 decode.
 
 Thin wrapper: the code (and the full description of what is measured and what is extrapolated)
 lives in `walt.bench.cascade`, so that it works from an installed wheel; isolated stages run as
@@ -11,17 +11,7 @@ lives in `walt.bench.cascade`, so that it works from an installed wheel; isolate
 
 from __future__ import annotations
 
-from walt.bench.cascade import (  # noqa: F401  (re-exported for scripts and notebooks)
-    PAPER_STEPS,
-    SIZES,
-    CascadeSize,
-    main,
-    markdown,
-    random_walt,
-    run,
-    run_decode,
-    run_stage,
-)
+from walt.bench.cascade import main
 
 if __name__ == "__main__":
     main(prog="python -m benchmarks.bench_cascade")

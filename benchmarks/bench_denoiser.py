@@ -9,23 +9,7 @@ Thin wrapper: the code (and the full description of what is measured) lives in
 
 from __future__ import annotations
 
-from walt.bench.denoiser import (  # noqa: F401  (re-exported: tests and notebooks import these names)
-    LAYOUTS,
-    PAPER_STEPS_PER_S,
-    BenchSettings,
-    bench_inference,
-    bench_train,
-    build_latte,
-    build_walt,
-    count_flops,
-    default_settings,
-    full_twin,
-    latte_model_fn,
-    main,
-    markdown,
-    run,
-    walt_model_fn,
-)
+from walt.bench.denoiser import main
 
 if __name__ == "__main__":
     main(prog="python -m benchmarks.bench_denoiser")

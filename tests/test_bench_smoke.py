@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from walt.bench.common import count_flops
 from walt.bench.denoiser import (
     BenchSettings,
     bench_inference,
@@ -24,6 +23,7 @@ from walt.bench.denoiser import (
     run,
     walt_model_fn,
 )
+from walt.bench.measure import count_flops
 
 TINY = dict(layouts=("tiny",), width=16, depth=2, heads=2, batch=1, steps=1, repeats=1, sample_steps=2,
             text_tokens=2, text_dim=8, dtype="fp32", peak_n=128)
@@ -94,11 +94,11 @@ def test_full_run_with_latte():
     _positive_finite(result["ratios"], ["forward_walt_over_latte[tiny]", "sampling_walt_over_latte[tiny]"])
 
 
-# --- walt.bench.common: peak memory ---------------------------------------------------------
+# --- walt.bench.measure: peak memory ---------------------------------------------------------
 
 
 def test_peak_memory_cpu_sees_an_allocation_and_resets():
-    from walt.bench.common import PeakMemory, reset_peak_rss
+    from walt.bench.measure import PeakMemory, reset_peak_rss
 
     if not reset_peak_rss():
         pytest.skip("this OS cannot reset the peak RSS (/proc/self/clear_refs)")
@@ -192,7 +192,7 @@ def test_report_fragment_has_command_machine_and_tables(tmp_path):
     (tmp_path / "suite" / "bench.md").write_text("# walt bench (tiny size, cpu)\n\n## Autoencoder\n\n| a | b |\n")
     main(["finish", "--out", str(tmp_path)])
     text = (tmp_path / FRAGMENT).read_text()
-    from walt.bench.common import cpu_model
+    from walt.experiment.machine import cpu_model
 
     assert "`scripts/benchmarks.sh --size smoke`" in text and cpu_model() in text and "Load average" in text
     assert "\n#### Autoencoder\n" in text and "| a | b |" in text  # the part's table, its heading demoted

@@ -13,8 +13,8 @@ from torch import nn
 
 from walt.autoencoder import CausalVAE
 from walt.cascade.sample import cascade_lengths, check_chain, sample_cascade
-from walt.cascade.stage import Stage as CascadeStage
 from walt.cascade.sr import SRConfig, augment_lowres, sr_loss, super_resolve, upsample_latent
+from walt.cascade.stage import Stage as CascadeStage
 from walt.cascade.tiling import blend_ramp, decode_video, tile_spans, tiled_decode
 from walt.data.downsample import Downsampled, downsample_video
 from walt.denoiser import PRESETS, WALT

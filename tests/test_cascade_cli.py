@@ -85,8 +85,8 @@ def _video(folder) -> torch.Tensor:
 
 
 def test_encode_accepts_hxw_and_downsampled_pairs_are_the_same_clips(chain, tmp_path, capsys):
-    from walt.data.downsample import downsample_video
     from walt.data import SyntheticVideos
+    from walt.data.downsample import downsample_video
     from walt.data.latent_dataset import LatentDataset
 
     root = chain["root"]
@@ -223,8 +223,8 @@ def test_single_model_sample_any_length(chain, tmp_path, capsys):
 def test_cli_train_sr_stage_and_sample_the_cascade(tmp_path):
     """Without text: `walt train --stage sr` on two caches of the same clips, then `walt sample --cascade`
     a long video of 21 frames (two chunks per stage, 17 -> 29, cropped to 21)."""
-    from walt.cascade.stage import Stage as CascadeStage
     from walt.cascade.sr import SRConfig
+    from walt.cascade.stage import Stage as CascadeStage
     from walt.data import SyntheticVideos
     from walt.data.latent_cache import encode_dataset
 

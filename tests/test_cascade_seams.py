@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from walt.cascade.sample import sample_cascade
-from walt.cascade.stage import Stage as CascadeStage
 from walt.cascade.sr import SRConfig, sr_loss
+from walt.cascade.stage import Stage as CascadeStage
 from walt.data.downsample import downsample_video
 from walt.denoiser import WALT
 from walt.diffusion import DiffusionSchedule

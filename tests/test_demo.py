@@ -11,11 +11,13 @@ import torch
 
 from walt.cli import main
 from walt.demo import DemoConfig, demo_config
-from walt.demo.plots import labelled_grid, side_by_side
-from walt.demo.report import motion_energy
-from walt.demo.budget import _seconds_per_step, _steps_until, train_to_deadline
 from walt.demo.fvd import I3DSource, config_skip_reason
+from walt.demo.plots import labelled_grid, side_by_side
 from walt.demo.render import render_markdown, _fvd_blocks
+from walt.demo.report import motion_energy
+from walt.experiment.budget import seconds_per_step as _seconds_per_step
+from walt.experiment.budget import steps_until as _steps_until
+from walt.experiment.budget import train_to_deadline
 
 SMOKE = ["demo", "--smoke", "--minutes", "0.2", "--no-progress", "--threads", "1"]
 NO_FVD = ["--no-fvd"]
@@ -142,7 +144,7 @@ def test_motion_energy_grid_and_side_by_side():
 
 
 def test_train_to_deadline_stops_at_checkpoints_and_reserves_time(monkeypatch):
-    import walt.demo.budget as budget
+    import walt.experiment.budget as budget
 
     clock = {"now": 1000.0}
 

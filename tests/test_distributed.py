@@ -16,7 +16,6 @@ from walt.data import SyntheticVideos
 from walt.data.latent_cache import encode_dataset
 from walt.data.latent_dataset import LatentDataset
 from walt.denoiser import WALT
-from walt.train.vae import train_vae
 from walt.train.batches import ResumableBatchSampler
 from walt.train.distributed import init_distributed, is_main
 from walt.train.parallelize import (
@@ -28,6 +27,7 @@ from walt.train.parallelize import (
     load_optimizer_state,
     wrap_model,
 )
+from walt.train.vae import train_vae
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 from _ddp_worker import vae_data, vae_train_config  # noqa: E402 -- the worker's autoencoder run, repeated here

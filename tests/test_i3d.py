@@ -21,13 +21,8 @@ from walt.eval.i3d import (
     load_i3d,
     tf_same_padding,
 )
-from walt.eval.i3d_weights import (
-    I3DWeightsError,
-    UnsafePickleError,
-    convert_i3d_arrays,
-    read_i3d_ckpt,
-    restricted_load,
-)
+from walt.eval.i3d_pickle import UnsafePickleError, convert_i3d_arrays, restricted_load
+from walt.eval.i3d_weights import I3DWeightsError, read_i3d_ckpt
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "clips"
 ASL = CLIPS / "intel-sample-videos" / "asl_gestures"

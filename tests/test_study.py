@@ -27,7 +27,7 @@ from walt.study import (
 )
 from walt.study import encoder as E
 from walt.study import stages as S
-from walt.study.common import StudySettingsError
+from walt.study.config import StudySettingsError
 
 
 class FakeI3D(nn.Module):
@@ -145,7 +145,7 @@ def test_encoder_study_micro_writes_outputs_and_resumes(tmp_path, monkeypatch):
 
 def test_ablation_micro_two_variants(tmp_path):
     from walt.eval.fvd_record import i3d_weights_hash
-    from walt.study.common import fvd_protocol_for
+    from walt.study.fvd import fvd_protocol_for
 
     cfg = study_config("micro")
     train, held = _data(cfg)

@@ -15,8 +15,8 @@ from walt.data.latent_cache import encode_dataset
 from walt.data.latent_dataset import LatentDataset
 from walt.denoiser import WALT
 from walt.diffusion import DiffusionLossConfig, DiffusionSchedule, diffusion_loss
-from walt.train.common import NonFiniteLossError, list_checkpoints, load_training_state
 from walt.train.batches import is_image_step
+from walt.train.common import NonFiniteLossError, list_checkpoints, load_training_state
 from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
 
 

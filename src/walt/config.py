@@ -13,7 +13,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
@@ -96,6 +96,13 @@ def replace_config(cfg: T, **overrides: Any) -> T:
             f"valid keys are: {', '.join(sorted(fields))}"
         )
     return dataclasses.replace(cfg, **overrides)
+
+
+def from_presets(presets: Mapping[str, Callable[[], T]], name: str, what: str, **overrides: Any) -> T:
+    """`presets[name]()` with `overrides` applied; an unknown `name` is a ValueError listing the `what`s."""
+    if name not in presets:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(presets)}")
+    return replace_config(presets[name](), **overrides)
 
 
 def dump_config(cfg: Any, path: str | Path) -> None:

@@ -1,6 +1,6 @@
-"""Benchmarks inside the package, so `walt bench` works from an installed wheel (issues #2, #3, #5, #6).
+"""Benchmarks inside the package, so `walt bench` works from an installed wheel.
 
-    walt.bench.common         timing, peak memory (CUDA allocator / CPU RSS), FLOP counting, the machine
+    walt.bench.measure        timing, peak memory (CUDA allocator / CPU RSS), FLOP counting, the fastest dtype
     walt.bench.autoencoder    CausalVAE vs diffusers' AutoencoderKLCogVideoX, streaming (`python -m walt.bench.autoencoder`)
     walt.bench.denoiser_nets  the networks compared at matched sizes: W.A.L.T, its full twin, Latte
     walt.bench.denoiser       window vs full attention, vs diffusers' Latte (`python -m walt.bench.denoiser`)

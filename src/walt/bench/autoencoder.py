@@ -1,4 +1,4 @@
-"""Autoencoder throughput and memory: walt's CausalVAE vs diffusers' AutoencoderKLCogVideoX (issue #2).
+"""Autoencoder throughput and memory: walt's CausalVAE vs diffusers' AutoencoderKLCogVideoX.
 
 Both models are configured alike (`cogvideox_kwargs`: for the ucf101 preset widths 128/256/256/512
 per level, 4 residual blocks per level, 8 latent channels, 8x spatial and 4x temporal
@@ -11,7 +11,7 @@ rows state each model's parameter count.
 
 Timing: the first call runs under `FlopCounterMode` (FLOPs of convolutions and matmuls, counted)
 and is the warm-up; on a GPU one more untimed call follows; then the median of `repeats` calls.
-Peak memory: `walt.bench.common.PeakMemory` around the calls; on CPU every case runs in its own
+Peak memory: `walt.bench.measure.PeakMemory` around the calls; on CPU every case runs in its own
 process (`isolated`), so the peak RSS is the case's own.
 
     python -m walt.bench.autoencoder                       # ucf101 preset, 17x128x128
@@ -32,10 +32,11 @@ import time
 
 import torch
 
-from walt.bench.common import PeakMemory, count_flops, machine, machine_info, run_isolated, sync, time_fn
+from walt.bench.measure import PeakMemory, count_flops, run_isolated, sync, time_fn
+from walt.experiment.machine import machine, machine_info
 
 MODULE = "walt.bench.autoencoder"
-STREAMING_LIMIT = 1.5  # issue #2: long chunked decode within 1.5x of a 17-frame decode
+STREAMING_LIMIT = 1.5  # the project's bound: a long chunked decode within 1.5x of a 17-frame decode
 
 
 def cogvideox_kwargs(c) -> dict:

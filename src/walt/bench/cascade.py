@@ -1,5 +1,5 @@
 """Cascade benchmark: seconds per stage of a text-to-video sample at the paper's sizes, and the time
-and memory of the final 512x896x17 decode (W.A.L.T §4 / SPEC §4; issue #6).
+and memory of the final 512x896x17 decode (W.A.L.T §4 / SPEC §4).
 
 Stages of the paper cascade (random weights: timing does not depend on them):
 
@@ -24,7 +24,7 @@ What is measured, per stage (each in a fresh process on CPU, so its peak RSS is 
     `guidance != 1` the measured steps include classifier-free guidance (a doubled batch).
 The decode streams 1 latent frame at a time through the causal cache and tiles space
 (`walt.cascade.tiling.decode_video`, tiles of `tile` latent pixels, overlap 8, pad 2), in fp32;
-it reports seconds and the peak RSS, against the 24 GB the issue allows. With fewer latent frames
+it reports seconds and the peak RSS, against the 24 GB it may take (`DECODE_LIMIT_GB`). With fewer latent frames
 than the stage's 5 (`decode_latent_frames`, at least 2), the 17-frame time is extrapolated
 linearly in output frames and labelled so; the streamed peak is reached from the second chunk
 on (every later chunk has the same shape), so the 17-frame peak is estimated as the measured
@@ -35,11 +35,8 @@ the weights), also labelled.
     python -m walt.bench.cascade --stages sr2 --steps 3 --no-decode
     python -m walt.bench.cascade --size smoke            # the -tiny twins: seconds, tests only
 
-Work per size (FLOPs counted on the meta device; fp32): t2v-base-9x16 13.6 TFLOP per step, t2v-base
-7.7, sr1 6.1, sr2 2.0; the tiled 17x512x896 decode 198 TFLOP (2 latent frames: 60). On an idle
-2-core AVX2 EPYC (fp32 matmul ~150-190 GFLOP/s, ~55-60 % of it reached by these workloads) the
-cpu size is estimated at ~20-25 min: stages ~9-12 min, decode ~9-12 min. Writes OUT/cascade.json
-and OUT/cascade.md.
+Writes OUT/cascade.json and OUT/cascade.md (the work per size and the CPU estimate:
+docs/notes/bench_cascade.md).
 """
 
 from __future__ import annotations
@@ -50,75 +47,18 @@ import json
 import statistics
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from walt.bench.common import PeakMemory, count_flops, fastest_dtype, machine, machine_info, matmul_peak_gflops, run_isolated, sync
-from walt.cascade.tiling import AUTO_TILE
+from walt.bench.cascade_sizes import SIZES, CascadeSize
+from walt.bench.measure import PeakMemory, count_flops, fastest_dtype, matmul_peak_gflops, run_isolated, sync
+from walt.experiment.machine import machine, machine_info
 
 MODULE = "walt.bench.cascade"
 PAPER_STEPS = 50  # DDIM steps of every paper result (SPEC §3)
-DECODE_LIMIT_GB = 24.0  # issue #6: a 512x896x17 decode must fit in 24 GB on CPU
-
-
-@dataclass(frozen=True)
-class CascadeSize:
-    """What one cascade benchmark run measures (written into cascade.json)."""
-
-    name: str
-    description: str
-    stages: tuple[str, ...] = ("t2v-base-9x16", "sr1", "sr2")
-    vae: str = "ucf101"
-    warmup: int = 1  # untimed (FLOP-counted) sampler steps per stage
-    steps: int = 2  # timed sampler steps per stage (median -> s/step)
-    text_tokens: int = 77  # T5's usual caption length
-    guidance: float = 1.0  # != 1: classifier-free guidance (doubles the batch per step)
-    dtype: str = "auto"  # auto: bf16 if its matmuls are faster on this device, else fp32 (fastest_dtype)
-    decode: bool = True
-    decode_latent_frames: int | None = None  # None: the last stage's latent frames (5 -> 17 frames)
-    tile: int | None = AUTO_TILE  # latent pixels per spatial tile (64x112 -> 2 tiles of 64x64); None: whole frames
-    overlap: int = 8
-    pad: int = 2
-    decode_latent_hw: tuple[int, int] | None = None  # None: the last stage's latent (h, w); smoke tests only
-    isolated: bool = True  # CPU: a fresh process per stage / decode
-    peak_n: int = 2048  # matrix size of the matmul-peak measurement (8192 on a GPU)
-
-    def __post_init__(self) -> None:
-        if self.warmup < 1 or self.steps < 1:
-            raise ValueError(f"warmup and steps must be >= 1 (got {self.warmup}, {self.steps}): the first step is the warm-up")
-        if self.dtype not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"dtype must be 'auto', 'bf16' or 'fp32', got {self.dtype!r}")
-        if self.decode_latent_frames is not None and self.decode_latent_frames < 2:
-            raise ValueError(f"decode_latent_frames must be >= 2 (the first chunk decodes 1 frame, the streamed "
-                             f"peak needs a full chunk), got {self.decode_latent_frames}")
-        if self.text_tokens < 1:
-            raise ValueError(f"text_tokens must be >= 1, got {self.text_tokens}")
-
-
-def _smoke() -> CascadeSize:
-    return CascadeSize("smoke", "the -tiny twins and the tiny autoencoder (code path only; numbers mean nothing)",
-                       stages=("t2v-base-9x16-tiny", "sr1-tiny", "sr2-tiny"), vae="tiny", steps=1,
-                       text_tokens=4, decode_latent_frames=2, decode_latent_hw=(16, 28), tile=16, overlap=6,
-                       isolated=False, peak_n=256)
-
-
-def _cpu() -> CascadeSize:
-    return CascadeSize("cpu", "paper stages (t2v-base-9x16, sr1, sr2) with 1 warm-up + 2 timed DDIM steps each "
-                              "(50 steps extrapolated); the streamed + tiled 512x896 decode of 2 of the 5 latent "
-                              "frames (5 of 17 frames; the 17-frame time and peak extrapolated)",
-                       decode_latent_frames=2)
-
-
-def _full() -> CascadeSize:
-    return CascadeSize("full", "paper stages (t2v-base, t2v-base-9x16, sr1, sr2) with 2 warm-up + 5 timed DDIM "
-                               "steps each (50 steps extrapolated), and the full 17x512x896 streamed + tiled decode",
-                       stages=("t2v-base", "t2v-base-9x16", "sr1", "sr2"), warmup=2, steps=5, peak_n=8192)
-
-
-SIZES: dict[str, Callable[[], CascadeSize]] = {"smoke": _smoke, "cpu": _cpu, "full": _full}
+DECODE_LIMIT_GB = 24.0  # the project's bound: a 512x896x17 decode must fit in 24 GB of CPU RAM
 
 
 # --- one stage -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Denoiser throughput: W.A.L.T window attention vs its full-attention twin vs diffusers' Latte.
 
-Three measurements, one run, one device (issue #3, Benchmark section):
+Three measurements, one run, one device:
 
 1. **Training step** (forward + backward + AdamW step through `walt.diffusion.diffusion_loss`,
    v-prediction MSE, class-conditional as in the paper's UCF-101 window ablation) of the window
@@ -19,7 +19,7 @@ Three measurements, one run, one device (issue #3, Benchmark section):
 The networks and how they are matched (layouts, Latte's arguments, what still differs) are in
 `walt.bench.denoiser_nets`. Timing: the first call of each case runs under FlopCounterMode and
 is the warm-up (one more untimed call on a GPU); medians of the timed calls; peak memory with
-`walt.bench.common.PeakMemory` (CUDA allocator peak, or the CPU peak RSS reset per case).
+`walt.bench.measure.PeakMemory` (CUDA allocator peak, or the CPU peak RSS reset per case).
 
     python -m walt.bench.denoiser                        # CPU: reduced size, minutes
     python -m walt.bench.denoiser --device cuda          # GPU: W.A.L.T-L size (1024/24/16)
@@ -50,8 +50,7 @@ from typing import Any, Callable
 
 import torch
 
-from walt.bench.common import PeakMemory, count_flops, fastest_dtype, machine, matmul_peak_gflops, sync, time_fn
-from walt.bench.denoiser_nets import (  # noqa: F401  (re-exported: the scripts, tests and suite import these)
+from walt.bench.denoiser_nets import (
     LAYOUTS,
     BenchSettings,
     autocast,
@@ -63,6 +62,8 @@ from walt.bench.denoiser_nets import (  # noqa: F401  (re-exported: the scripts,
     n_params,
     walt_model_fn,
 )
+from walt.bench.measure import PeakMemory, count_flops, fastest_dtype, matmul_peak_gflops, sync, time_fn
+from walt.experiment.machine import machine
 
 PAPER_STEPS_PER_S = {"window_5x8x8": 2.00, "full": 1.20}  # W.A.L.T Table (window ablation), TPU
 
@@ -232,6 +233,25 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def train_table(rows: list[dict], ratios: dict, batch_and_memory: bool = False) -> list[str]:
+    """Markdown lines of the training table: one row per (layout, model), window/full on the full twin's row."""
+    bm = batch_and_memory
+    cols = ["layout (T×H×W)", "model"] + ["batch"] * bm + ["steps/s", "tokens/s", "GFLOP/step", "MFU", "window/full"]
+    cols += ["peak MB"] * bm
+    lines = ["| " + " | ".join(cols) + " |", "|---|---" + "|---:" * (len(cols) - 2) + "|"]
+    for r in rows:
+        where = f"{r['layout']} ({'×'.join(map(str, r['grid']))})"
+        if "error" in r:
+            lines.append(f"| {where} | {r['model']} | {r['error']} |" + " |" * (len(cols) - 3))
+            continue
+        ratio = ratios.get(f"train_window_over_full[{r['layout']}]") if r["model"] == "walt-full" else None
+        cells = [str(r["batch"])] * bm + [f"{r['steps_per_s']:.3f}", f"{r['tokens_per_s']:.0f}",
+                                          format(r["gflop_per_step"], ".3g" if bm else ".1f"), f"{100 * r['mfu']:.1f}%",
+                                          _fmt(ratio, ".2f")] + [_fmt(r.get("peak_mb"), ".0f")] * bm
+        lines.append("| " + " | ".join([where, r["model"], *cells]) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The tables for BENCHMARKS.md."""
     s = result["settings"]
@@ -243,20 +263,7 @@ def markdown(result: dict) -> str:
         "",
     ]
     if result["train"]:
-        lines += [
-            "| layout (T×H×W) | model | steps/s | tokens/s | GFLOP/step | MFU | window/full |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for r in result["train"]:
-            grid = "×".join(map(str, r["grid"]))
-            if "error" in r:
-                lines.append(f"| {r['layout']} ({grid}) | {r['model']} | {r['error']} | | | | |")
-                continue
-            ratio = result["ratios"].get(f"train_window_over_full[{r['layout']}]") if r["model"] == "walt-full" else None
-            lines.append(
-                f"| {r['layout']} ({grid}) | {r['model']} | {r['steps_per_s']:.3f} | {r['tokens_per_s']:.0f} | "
-                f"{r['gflop_per_step']:.1f} | {100 * r['mfu']:.1f}% | {_fmt(ratio, '.2f')} |"
-            )
+        lines += train_table(result["train"], result["ratios"])
         paper = PAPER_STEPS_PER_S["window_5x8x8"] / PAPER_STEPS_PER_S["full"]
         lines += ["", f"Paper (TPU, L): window 5×8×8 2.00 vs full 1.20 steps/s, ratio {paper:.2f}.", ""]
     if result["inference"]:

@@ -1,4 +1,4 @@
-"""The networks the denoiser benchmark compares, built at matched sizes (issue #3, Benchmark).
+"""The networks the denoiser benchmark compares, built at matched sizes.
 
 * W.A.L.T with window attention (the L preset's choices at the requested width / depth / heads:
   AdaLN-LoRA r = 2, qk-norm, relative position bias, self-conditioning input), class-conditional

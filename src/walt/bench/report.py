@@ -1,4 +1,4 @@
-"""The BENCHMARKS.md fragment of one `scripts/benchmarks.sh` run (issues #2, #3, #5, #6).
+"""The BENCHMARKS.md fragment of one `scripts/benchmarks.sh` run.
 
     python -m walt.bench.report start  --out DIR --command "scripts/benchmarks.sh --size cpu" --size cpu
     ... walt bench --out DIR/suite ... ; python -m walt.bench.cascade --out DIR/cascade ...
@@ -31,7 +31,7 @@ def start(out: Path, command: str, size: str, device: str | None = None, threads
     """Record the command, the start time and the machine before anything is measured."""
     import torch
 
-    from walt.bench.common import machine_info
+    from walt.experiment.machine import machine_info
 
     if threads:
         torch.set_num_threads(threads)  # so the header states the threads the parts run with
@@ -53,7 +53,7 @@ def _body(md: str) -> str:
 
 def fragment(out: Path) -> str:
     """The Markdown fragment for BENCHMARKS.md from DIR/run.json and the parts' tables."""
-    from walt.bench.common import load_average
+    from walt.experiment.machine import load_average
 
     run = json.loads((out / RUN_FILE).read_text())
     m = run["machine"]

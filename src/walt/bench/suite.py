@@ -1,6 +1,7 @@
-"""`walt bench`: every benchmark of issue #5 in one run on one device -> bench.json + bench.md.
+"""`walt bench`: every benchmark in one run on one device -> bench.json + bench.md.
 
-Sections (`--only` picks a subset):
+Sections (`--only` picks a subset; each is a function in `SECTIONS` writing its part of the
+result, and a function in `MARKDOWN` writing its table):
 
   ae        CausalVAE encode / decode frames/s, peak memory, FLOP utilisation; streaming: peak
             memory of a chunked 1+4N-frame decode vs a whole 17-frame decode (limit 1.5x)
@@ -15,10 +16,15 @@ FLOP utilisation = FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` (
 convolutions, attention; elementwise ops, normalisations, the optimizer and the samplers' own
 float64 updates are not counted) / seconds / the machine's measured dense matmul peak in the
 same dtype (`matmul_peak_gflops`). Sizes are presets in `SIZES` (functions, one per name).
+
+A new section: a `_section_<name>(run)` that measures into `run.result` (timing each part with
+`run.timed(label)`), a `_md_<name>(result)` for its table, both added to the tables below, and
+the name added to `walt.bench.SECTIONS` (the torch-free list the command line checks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -27,8 +33,9 @@ from typing import Any, Callable
 
 import torch
 
-from walt.bench import SECTIONS  # torch-free, shared with the CLI
-from walt.bench.common import PeakMemory, count_flops, fastest_dtype, load_average, machine, machine_info, matmul_peak_gflops, sync
+import walt.bench
+from walt.bench.measure import PeakMemory, count_flops, fastest_dtype, matmul_peak_gflops, sync
+from walt.experiment.machine import load_average, machine, machine_info
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,8 @@ class SuiteSize:
     ae_size: int = 128
     ae_repeats: int = 3
     ae_isolated: bool = True  # CPU: one process per case so peak RSS is the case's own
-    ae_stream_size: int = 128  # streaming decode resolution (issue #2: 128x128)
-    ae_long_latents: int = 64  # streaming decode of 1+4N frames (issue #2: N = 64); 0 = skip
+    ae_stream_size: int = 128  # streaming decode resolution (128x128)
+    ae_long_latents: int = 64  # streaming decode of 1+4N frames (N = 64: 257 frames); 0 = skip
     # walt.bench.denoiser.BenchSettings fields (width, depth, heads, batch, layouts, steps, ...)
     denoiser: dict[str, Any] = field(default_factory=dict)
     sampler_layout: str = "paper"
@@ -67,7 +74,7 @@ def _tiny() -> SuiteSize:
 def _cpu() -> SuiteSize:
     return SuiteSize(
         "cpu", "reduced sizes for a small CPU: VAE ucf101 preset at 5x64x64, 1 timed call; streaming decode of "
-        "1+4*8 = 33 frames at 128x128 (not the issue's 257) vs a whole 17x128x128 decode; W.A.L.T width 256, depth 4, "
+        "1+4*8 = 33 frames at 128x128 (not 257) vs a whole 17x128x128 decode; W.A.L.T width 256, depth 4, "
         "heads 4 (not the paper's L) at the paper latent layout 5x16x16 and the SR-like 5x32x56, batch 1, dtype auto "
         "(fp32 on an AVX2-only CPU, where bf16 matmuls are slower); samplers 10/25 steps, ddpm 25 steps (not its "
         "default 1000)",
@@ -179,11 +186,78 @@ def peers_available() -> bool:
 # --- the run --------------------------------------------------------------------------------
 
 
-def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = SECTIONS,
+@dataclass
+class _Run:
+    """One `walt bench` run: what it measures with, what it has measured, how long each part took."""
+
+    size: SuiteSize
+    device: torch.device
+    only: tuple[str, ...]
+    log: Callable[[str], None]
+    peaks: dict[str, float]
+    result: dict[str, Any]
+    peers: bool = False
+
+    @contextlib.contextmanager
+    def timed(self, label: str):
+        t0 = time.perf_counter()
+        yield
+        self.result["section_s"][label] = time.perf_counter() - t0
+
+
+def _section_ae(run: _Run) -> None:
+    """CausalVAE encode / decode and the streaming decode; with peers also CogVideoX (same calls)."""
+    models = ["walt"] + (["cogvideox"] if run.peers else [])
+    with run.timed("ae"):
+        run.result["autoencoder"] = bench_ae(run.size, run.device, models, run.peaks["fp32"], run.log, stream=True)
+        run.result["ratios"].update(run.result["autoencoder"]["ratios"])
+
+
+def _section_denoiser(run: _Run) -> None:
+    from walt.bench.denoiser import run as run_denoiser
+
+    dn = _settings(run.size, run.device, latte=False, train=True)
+    with run.timed("denoiser"):
+        res = run_denoiser(dn, log=lambda m: run.log(f"denoiser {m}"), peak_gflops=run.peaks[dn.dtype])
+        run.result["denoiser"] = {"train": res["train"], "dtype": dn.dtype, "settings": res["settings"]}
+        run.result["ratios"].update(res["ratios"])
+
+
+def _section_samplers(run: _Run) -> None:
+    dtype = run.size.denoiser["dtype"]
+    with run.timed("samplers"):
+        run.result["samplers"] = bench_samplers(run.size, run.device, run.peaks[dtype], run.log)
+
+
+def _section_peers(run: _Run) -> None:
+    """diffusers' CogVideoX (unless the ae section measured it) and Latte, as walt/peer ratios."""
+    from walt.bench.denoiser import run as run_denoiser
+
+    if not run.peers:
+        return
+    if "ae" not in run.only:  # the ratio needs walt measured the same way
+        with run.timed("peers (cogvideox)"):
+            run.result["autoencoder"] = bench_ae(run.size, run.device, ["walt", "cogvideox"], run.peaks["fp32"],
+                                                 run.log, stream=False)
+            run.result["ratios"].update(run.result["autoencoder"]["ratios"])
+    s = _settings(run.size, run.device, latte=True, train=False)
+    with run.timed("peers (latte)"):
+        res = run_denoiser(s, log=lambda m: run.log(f"peers {m}"), peak_gflops=run.peaks[s.dtype])
+        run.result["latte"] = {"inference": res["inference"], "dtype": s.dtype, "sample_steps": s.sample_steps,
+                               "text_tokens": s.text_tokens}
+        run.result["ratios"].update(res["ratios"])
+
+
+SECTIONS: dict[str, Callable[[_Run], None]] = {
+    "ae": _section_ae, "denoiser": _section_denoiser, "samplers": _section_samplers, "peers": _section_peers,
+}
+assert tuple(SECTIONS) == walt.bench.SECTIONS, "walt.bench.SECTIONS must list the sections of SECTIONS, in order"
+
+
+def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = walt.bench.SECTIONS,
               log: Callable[[str], None] = print) -> dict:
     """Run the chosen sections on `device` -> the JSON-able result (see `markdown`)."""
     from walt import __version__
-    from walt.bench.denoiser import run as run_denoiser
 
     t_start = time.perf_counter()
     torch.manual_seed(0)
@@ -193,8 +267,7 @@ def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = SEC
         size = dataclasses.replace(size, denoiser={**size.denoiser, "dtype": chosen})
         log(f"dtype auto -> {chosen}" + (f" (probe n=256: {', '.join(f'{k} {v:.3g}' for k, v in probe.items())} GFLOP/s)"
                                          if probe else ""))
-    dn = _settings(size, device, latte=False, train=True)
-    dtypes = ["fp32"] + ([dn.dtype] if dn.dtype != "fp32" else [])
+    dtypes = ["fp32"] + ([size.denoiser["dtype"]] if size.denoiser["dtype"] != "fp32" else [])
     peaks = {}
     for d in dtypes:
         peaks[d] = matmul_peak_gflops(device, _dtype(d), n=size.peak_n)
@@ -203,54 +276,102 @@ def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = SEC
         "walt_version": __version__, "machine": machine(), "machine_info": machine_info(device),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "device": str(device), "size": dataclasses.asdict(size), "sections": list(only),
-        "matmul_peak_gflops": peaks, "dtype_probe_gflops": probe, "ratios": {}, "notes": [],
+        "matmul_peak_gflops": peaks, "dtype_probe_gflops": probe, "ratios": {}, "notes": [], "section_s": {},
         "flops": "counted with torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention "
                  "(incl. the CPU SDPA kernel); not counted: elementwise ops, normalisations, the optimizer, "
                  "the samplers' float64 updates. Utilisation is against the matmul peak in the workload's dtype.",
     }
-    peers = "peers" in only
-    if peers and not peers_available():
-        peers = False
+    run = _Run(size, device, only, log, peaks, result, peers="peers" in only and peers_available())
+    if "peers" in only and not run.peers:
         result["notes"].append("peers skipped: diffusers is not installed (pip install 'walt[peers]')")
         log("peers skipped: diffusers is not installed")
-    section_s: dict[str, float] = {}
-    result["section_s"] = section_s
-    t0 = time.perf_counter()
-    if "ae" in only or peers:
-        models = (["walt"] if "ae" in only else []) + (["cogvideox"] if peers else [])
-        if peers and "walt" not in models:
-            models = ["walt"] + models  # the ratio needs walt measured the same way
-        result["autoencoder"] = bench_ae(size, device, models, peaks["fp32"], log, stream="ae" in only)
-        result["ratios"].update(result["autoencoder"]["ratios"])
-        section_s["ae" if "ae" in only else "peers (cogvideox)"] = time.perf_counter() - t0
-    if "denoiser" in only:
-        t0 = time.perf_counter()
-        res = run_denoiser(dn, log=lambda m: log(f"denoiser {m}"), peak_gflops=peaks[dn.dtype])
-        result["denoiser"] = {"train": res["train"], "dtype": dn.dtype, "settings": res["settings"]}
-        result["ratios"].update(res["ratios"])
-        section_s["denoiser"] = time.perf_counter() - t0
-    if "samplers" in only:
-        t0 = time.perf_counter()
-        result["samplers"] = bench_samplers(size, device, peaks[dn.dtype], log)
-        section_s["samplers"] = time.perf_counter() - t0
-    if peers:
-        t0 = time.perf_counter()
-        s = _settings(size, device, latte=True, train=False)
-        res = run_denoiser(s, log=lambda m: log(f"peers {m}"), peak_gflops=peaks[s.dtype])
-        result["latte"] = {"inference": res["inference"], "dtype": s.dtype, "sample_steps": s.sample_steps,
-                           "text_tokens": s.text_tokens}
-        result["ratios"].update(res["ratios"])
-        section_s["peers (latte)"] = time.perf_counter() - t0
+    for name, section in SECTIONS.items():
+        if name in only:
+            section(run)
     result["load_average_end"] = load_average()
     result["elapsed_s"] = time.perf_counter() - t_start
     return result
 
 
-# --- the Markdown table ---------------------------------------------------------------------
+# --- the Markdown tables ---------------------------------------------------------------------
 
 
 def _f(x: Any, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def _md_ae(r: dict) -> list[str]:
+    a = r["autoencoder"]
+    L = ["## Autoencoder", "", f"Memory: {a['memory']}. Peak MB is the whole process (Python, torch, the "
+         "weights and, for CogVideoX, the diffusers import); over model MB is what the calls themselves add "
+         "(the fair comparison).", "",
+         "| model | params (M) | op | frames | frames/s | GFLOP/call | utilisation (fp32) | peak MB | over model MB |",
+         "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for x in a["rows"]:
+        L.append(f"| {x['model']} | {x['params'] / 1e6:.3g} | {x['op']} | {x['frames']}×{x['size']}×{x['size']} | "
+                 f"{x['frames_per_s']:.2f} | {x['gflop_per_call']:.3g} | {100 * x['utilisation']:.1f}% | "
+                 f"{x['peak_mb']:.0f} | {x['peak_over_base_mb']:.0f} |")
+    L.append("")
+    st = a.get("streaming")
+    if st:
+        lo, sh = st["long"], st["short"]
+        verdict = ("-" if st["ratio_over_baseline"] is None else
+                   f"{st['ratio_over_baseline']:.2f} ({'within' if st['within_limit'] else 'OVER'} the {st['limit']}x limit)")
+        L += [f"Streaming: decoding {lo['frames']}×{lo['size']}×{lo['size']} in chunks of 1 latent frame peaks at "
+              f"{lo['peak_mb']:.0f} MB ({lo['peak_over_base_mb']:.0f} MB over the model, {lo['seconds']:.1f} s) vs a "
+              f"whole-clip {sh['frames']}-frame decode at {sh['peak_mb']:.0f} MB ({sh['peak_over_base_mb']:.0f} MB over "
+              f"the model, {sh['seconds']:.1f} s): ratio over the model {verdict}; total {st['ratio_total']:.2f}.", ""]
+    return L
+
+
+def _md_denoiser(r: dict) -> list[str]:
+    from walt.bench.denoiser import train_table
+
+    d = r["denoiser"]
+    return (["## W.A.L.T training (window vs full attention)", "",
+             f"{d['dtype']}; forward + backward + AdamW step; MFU against the {d['dtype']} matmul peak.", ""]
+            + train_table(d["train"], r["ratios"], batch_and_memory=True)
+            + ["", "Paper (TPU, L): window 5×8×8 2.00 vs full 1.20 steps/s (ratio 1.67).", ""])
+
+
+def _md_samplers(r: dict) -> list[str]:
+    sm = r["samplers"]
+    L = ["## Sampling", "",
+         f"Class-conditional window W.A.L.T ({sm['params'] / 1e6:.3g}M parameters, {sm['dtype']}), latent "
+         f"{'×'.join(map(str, sm['grid']))}, {sm['gflop_per_call']:.3g} GFLOP per network call.", "",
+         "| sampler | steps | s/clip | s/step | utilisation | peak MB |", "|---|---:|---:|---:|---:|---:|"]
+    for x in sm["rows"]:
+        L.append(f"| {x['sampler']} | {x['steps']} | {x['s_per_clip']:.2f} | {x['s_per_step']:.3f} | "
+                 f"{100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} |")
+    return L + [""]
+
+
+def _md_peers(r: dict) -> list[str]:
+    L = ["## Peers (walt / peer)", "", "| comparison | ratio |", "|---|---:|"]
+    L += [f"| {k} | {v:.2f} |" for k, v in r["ratios"].items() if "cogvideox" in k or "latte" in k]
+    L += ["", "Speed ratios > 1: walt faster; memory ratio > 1: walt uses more (memory_ratio: whole-process peaks, "
+          "activation_memory_ratio: memory above the weights). Latte and W.A.L.T are both "
+          f"text-conditioned here ({r.get('latte', {}).get('text_tokens', '-')} random caption tokens), "
+          "same width, depth, heads and tokens.", ""]
+    if "latte" in r:
+        L += ["| layout | model | params (M) | GFLOP/fwd | fwd tokens/s | DDIM s/clip |", "|---|---|---:|---:|---:|---:|"]
+        for x in r["latte"]["inference"]:
+            if "error" in x:
+                L.append(f"| {x['layout']} | {x['model']} | {x['error']} | | | |")
+                continue
+            L.append(f"| {x['layout']} | {x['model']} | {x['params'] / 1e6:.3g} | {x['gflop_per_forward']:.3g} | "
+                     f"{x['forward_tokens_per_s']:.0f} | {x['s_per_clip']:.2f} ({x['sample_steps']} steps) |")
+        L.append("")
+    return L
+
+
+# Which result key a section's table needs (the peers table shows whenever a peer was measured).
+MARKDOWN: dict[str, tuple[Callable[[dict], bool], Callable[[dict], list[str]]]] = {
+    "ae": (lambda r: "autoencoder" in r, _md_ae),
+    "denoiser": (lambda r: "denoiser" in r, _md_denoiser),
+    "samplers": (lambda r: "samplers" in r, _md_samplers),
+    "peers": (lambda r: "latte" in r or any("cogvideox" in k for k in r["ratios"]), _md_peers),
+}
 
 
 def markdown(r: dict) -> str:
@@ -262,71 +383,8 @@ def markdown(r: dict) -> str:
          f"Sizes: {r['size']['description']}.", "", f"Measured matmul peak: {peaks}.", ""]
     if r.get("section_s"):
         L += ["Seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in r["section_s"].items()) + ".", ""]
-    if "autoencoder" in r:
-        a = r["autoencoder"]
-        L += ["## Autoencoder", "", f"Memory: {a['memory']}. Peak MB is the whole process (Python, torch, the "
-              "weights and, for CogVideoX, the diffusers import); over model MB is what the calls themselves add "
-              "(the fair comparison).", "",
-              "| model | params (M) | op | frames | frames/s | GFLOP/call | utilisation (fp32) | peak MB | over model MB |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-        for x in a["rows"]:
-            L.append(f"| {x['model']} | {x['params'] / 1e6:.3g} | {x['op']} | {x['frames']}×{x['size']}×{x['size']} | "
-                     f"{x['frames_per_s']:.2f} | {x['gflop_per_call']:.3g} | {100 * x['utilisation']:.1f}% | "
-                     f"{x['peak_mb']:.0f} | {x['peak_over_base_mb']:.0f} |")
-        L.append("")
-        st = a.get("streaming")
-        if st:
-            lo, sh = st["long"], st["short"]
-            verdict = ("-" if st["ratio_over_baseline"] is None else
-                       f"{st['ratio_over_baseline']:.2f} ({'within' if st['within_limit'] else 'OVER'} the {st['limit']}x limit)")
-            L += [f"Streaming: decoding {lo['frames']}×{lo['size']}×{lo['size']} in chunks of 1 latent frame peaks at "
-                  f"{lo['peak_mb']:.0f} MB ({lo['peak_over_base_mb']:.0f} MB over the model, {lo['seconds']:.1f} s) vs a "
-                  f"whole-clip {sh['frames']}-frame decode at {sh['peak_mb']:.0f} MB ({sh['peak_over_base_mb']:.0f} MB over "
-                  f"the model, {sh['seconds']:.1f} s): ratio over the model {verdict}; total {st['ratio_total']:.2f}.", ""]
-    if "denoiser" in r:
-        d = r["denoiser"]
-        L += ["## W.A.L.T training (window vs full attention)", "",
-              f"{d['dtype']}; forward + backward + AdamW step; MFU against the {d['dtype']} matmul peak.", "",
-              "| layout (T×H×W) | model | batch | steps/s | tokens/s | GFLOP/step | MFU | window/full | peak MB |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for x in d["train"]:
-            grid = "×".join(map(str, x["grid"]))
-            if "error" in x:
-                L.append(f"| {x['layout']} ({grid}) | {x['model']} | {x['error']} | | | | | | |")
-                continue
-            ratio = r["ratios"].get(f"train_window_over_full[{x['layout']}]") if x["model"] == "walt-full" else None
-            L.append(f"| {x['layout']} ({grid}) | {x['model']} | {x['batch']} | {x['steps_per_s']:.3f} | "
-                     f"{x['tokens_per_s']:.0f} | {x['gflop_per_step']:.3g} | {100 * x['mfu']:.1f}% | {_f(ratio, '.2f')} | "
-                     f"{_f(x['peak_mb'], '.0f')} |")
-        L += ["", "Paper (TPU, L): window 5×8×8 2.00 vs full 1.20 steps/s (ratio 1.67).", ""]
-    if "samplers" in r:
-        sm = r["samplers"]
-        L += ["## Sampling", "",
-              f"Class-conditional window W.A.L.T ({sm['params'] / 1e6:.3g}M parameters, {sm['dtype']}), latent "
-              f"{'×'.join(map(str, sm['grid']))}, {sm['gflop_per_call']:.3g} GFLOP per network call.", "",
-              "| sampler | steps | s/clip | s/step | utilisation | peak MB |", "|---|---:|---:|---:|---:|---:|"]
-        for x in sm["rows"]:
-            L.append(f"| {x['sampler']} | {x['steps']} | {x['s_per_clip']:.2f} | {x['s_per_step']:.3f} | "
-                     f"{100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} |")
-        L.append("")
-    if "latte" in r or any("cogvideox" in k for k in r["ratios"]):
-        L += ["## Peers (walt / peer)", "", "| comparison | ratio |", "|---|---:|"]
-        for k, v in r["ratios"].items():
-            if "cogvideox" in k or "latte" in k:
-                L.append(f"| {k} | {v:.2f} |")
-        L += ["", "Speed ratios > 1: walt faster; memory ratio > 1: walt uses more (memory_ratio: whole-process peaks, "
-              "activation_memory_ratio: memory above the weights). Latte and W.A.L.T are both "
-              f"text-conditioned here ({r.get('latte', {}).get('text_tokens', '-')} random caption tokens), "
-              "same width, depth, heads and tokens.", ""]
-        if "latte" in r:
-            L += ["| layout | model | params (M) | GFLOP/fwd | fwd tokens/s | DDIM s/clip |", "|---|---|---:|---:|---:|---:|"]
-            for x in r["latte"]["inference"]:
-                if "error" in x:
-                    L.append(f"| {x['layout']} | {x['model']} | {x['error']} | | | |")
-                    continue
-                L.append(f"| {x['layout']} | {x['model']} | {x['params'] / 1e6:.3g} | {x['gflop_per_forward']:.3g} | "
-                         f"{x['forward_tokens_per_s']:.0f} | {x['s_per_clip']:.2f} ({x['sample_steps']} steps) |")
-            L.append("")
-    for n in r["notes"]:
-        L.append(f"Note: {n}")
+    for shown, table in MARKDOWN.values():
+        if shown(r):
+            L += table(r)
+    L += [f"Note: {n}" for n in r["notes"]]
     return "\n".join(L).rstrip() + "\n"

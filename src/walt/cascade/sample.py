@@ -185,45 +185,55 @@ def sample_cascade(
     seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != B:
         raise ValueError(f"got {len(seeds)} seeds for a batch of {B}: pass one seed per sample")
-    vae_p = next(vae.parameters())
     say = log or (lambda s: None)
-
     all_latents: list[list[Tensor]] = []
-    video = None
-    prev: list[Tensor] | None = None
+    video, prev = None, None
     for si, stage in enumerate(stages):
-        cfg = stage.net.config
-        _, h, w = cfg.input_size
-        last = si == n_st - 1
-        gens = stage_seeds(seeds, si)
         guidance = float(guid_l[si]) if stage.net.config.text_dim > 0 else 1.0  # guidance acts on the text only
-        tkw = _text_kwargs(stage, text, text_mask, uncond_text, uncond_text_mask, guidance)
-        first_ctx = None
-        if image is not None:
-            first_ctx = vae.encode(resize_image(image, (h * f_s, w * f_s)).to(vae_p.device, vae_p.dtype))  # (B, c, 1, h, w)
-        want_pixels = n_chunks > 1 or (last and decode)
-        video, chunks = None, []
-        for k in range(n_chunks):
-            ctx = first_ctx if k == 0 else vae.encode(video[:, :, -overlap:].to(vae_p.dtype))  # (B, c, k_ctx, h, w)
-            kw = dict(sampler=sampler, steps=int(steps_l[si]), guidance_scale=guidance, context=ctx,
-                      latent_stats=stage.latent_stats, progress=progress, **tkw)
-            if stage.is_sr:
-                z = super_resolve(stage.net, stage.schedule, prev[k], noise_level=levels_l[si], sr=stage.sr,
-                                  lowres_stats=stage.lowres_stats, seeds=gens, **kw)
-            else:
-                z = generate(stage.net, stage.schedule, (B, cfg.in_channels, T, h, w), seeds=gens, **kw)
-            chunks.append(z)  # (B, c, T, h, w) raw
-            say(f"stage {si + 1}/{n_st} ({stage.name or ('sr' if stage.is_sr else 'base')}): chunk {k + 1}/{n_chunks} "
-                f"latents {tuple(z.shape)}")
-            if want_pixels:
-                frames = decode_video(vae, z.to(vae_p.dtype), chunk_frames=chunk_frames,
-                                      tile=tile if last else None)  # (B, 3, chunk, H, W)
-                drop = 0 if k == 0 else 1 + f_t * (ctx.shape[2] - 1)  # frames that re-decode the context
-                video = frames if k == 0 else torch.cat([video, frames[:, :, drop:]], dim=2)
-        all_latents.append(chunks)
-        prev = chunks
+        kw = dict(sampler=sampler, steps=int(steps_l[si]), guidance_scale=guidance, progress=progress,
+                  latent_stats=stage.latent_stats,
+                  **_text_kwargs(stage, text, text_mask, uncond_text, uncond_text_mask, guidance))
+        last = si == n_st - 1
+        prev, video = _sample_stage(stage, si, vae, prev, image, seeds, levels_l[si], n_chunks, overlap,
+                                    pixels=n_chunks > 1 or (last and decode), tile=tile if last else None,
+                                    chunk_frames=chunk_frames, say=lambda m, si=si: say(f"stage {si + 1}/{n_st} {m}"),
+                                    **kw)
+        all_latents.append(prev)
     out_video = video[:, :, :num_frames] if (decode and video is not None) else None
     return CascadeOutput(all_latents, out_video, lengths)
+
+
+def _sample_stage(stage: Stage, si: int, vae: nn.Module, prev: list[Tensor] | None, image: Tensor | None,
+                  seeds: list[int], noise_level, n_chunks: int, overlap: int, pixels: bool, tile, chunk_frames,
+                  say, **kw) -> tuple[list[Tensor], Tensor | None]:
+    """One stage's chunks -> (raw latents (B, c, T, h, w) per chunk, its video so far or None).
+
+    Chunk k > 0 is conditioned on the stage's own video so far (its last `overlap` frames
+    re-encoded); an SR stage's chunk k also on chunk k of the stage below (`prev[k]`).
+    """
+    cfg, vae_p = stage.net.config, next(vae.parameters())
+    T, h, w = cfg.input_size
+    f_t, f_s = int(vae.config.temporal_factor), int(vae.config.spatial_factor)
+    gens = stage_seeds(seeds, si)
+    first_ctx = None
+    if image is not None:
+        first_ctx = vae.encode(resize_image(image, (h * f_s, w * f_s)).to(vae_p.device, vae_p.dtype))  # (B, c, 1, h, w)
+    video, chunks = None, []
+    for k in range(n_chunks):
+        ctx = first_ctx if k == 0 else vae.encode(video[:, :, -overlap:].to(vae_p.dtype))  # (B, c, k_ctx, h, w)
+        if stage.is_sr:
+            z = super_resolve(stage.net, stage.schedule, prev[k], noise_level=noise_level, sr=stage.sr,
+                              lowres_stats=stage.lowres_stats, seeds=gens, context=ctx, **kw)
+        else:
+            z = generate(stage.net, stage.schedule, (len(seeds), cfg.in_channels, T, h, w), seeds=gens, context=ctx,
+                         **kw)
+        chunks.append(z)  # (B, c, T, h, w) raw
+        say(f"({stage.name or ('sr' if stage.is_sr else 'base')}): chunk {k + 1}/{n_chunks} latents {tuple(z.shape)}")
+        if pixels:
+            frames = decode_video(vae, z.to(vae_p.dtype), chunk_frames=chunk_frames, tile=tile)  # (B, 3, chunk, H, W)
+            drop = 0 if k == 0 else 1 + f_t * (ctx.shape[2] - 1)  # frames that re-decode the context
+            video = frames if k == 0 else torch.cat([video, frames[:, :, drop:]], dim=2)
+    return chunks, video
 
 
 class Cascade:

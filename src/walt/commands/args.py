@@ -271,3 +271,23 @@ def fvd_protocol_arg(name: str, **overrides):
     overrides = {k: v for k, v in overrides.items() if v is not None}
     with user_errors("FVD protocol: "):
         return fvd_protocol(name, **overrides)
+
+
+# ----------------------------------------------------------------------------- training flags
+
+
+def add_training_args(p, model: str, steps: int, steps_help: str, batch: int, batch_help: str, lr: float,
+                      lr_help: str, warmup_help: str, parallel_help: str, compile_help: str) -> None:
+    """The flags `walt train` and `walt train-vae` share: --set, the optimizer's, precision, parallelism."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config field: KEY for the {model}, train.KEY for training (repeatable)")
+    p.add_argument("--steps", type=int, default=steps, help=f"optimizer steps ({steps_help})")
+    p.add_argument("--batch-size", type=int, default=batch, help=f"global clips per step ({batch_help})")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (gradient accumulation)")
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate ({lr_help})")
+    p.add_argument("--warmup-steps", type=int, default=None, help=f"linear warmup steps ({warmup_help})")
+    p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"], help=parallel_help)
+    p.add_argument("--compile", action="store_true", help=compile_help)
+    p.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing (less memory, slower)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--fp32", action="store_true", help="force fp32 even on CUDA")

@@ -1,4 +1,4 @@
-"""`walt bench`: measure everything on this device in one run -> OUT/bench.json + OUT/bench.md (issue #5).
+"""`walt bench`: measure everything on this device in one run -> OUT/bench.json + OUT/bench.md.
 
     walt bench                                  # CPU: --size cpu (reduced sizes; ~10 min on an idle 2-core CPU)
     walt bench --device cuda                    # GPU: --size paper (ucf101 VAE, W.A.L.T-L)
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from walt.bench import SIZE_NAMES
-    from walt.errors import UserError
     from walt.commands import args as A, files as F
+    from walt.errors import UserError
 
     # ---- 1. flags ----
     only = parse_only(args.only)

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         preset = "gpu" if device.type == "cuda" else "cpu"
 
     from walt.data.synthetic import CLASS_NAMES
-    from walt.demo import DemoError, demo_config, run_demo
+    from walt.demo import demo_config, run_demo
 
     overrides = {}
     if args.resolution is not None:
@@ -112,11 +112,9 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise UserError(f"--text needs the text extras: {e}; install them with pip install -e '.[text]'") from None
     out = writable_dir(args.out)
-    try:
-        run_demo(cfg, out, minutes=minutes, device=device, seed=args.seed, fresh=args.fresh,
-                 progress=not args.no_progress, preset=preset, text_minutes=text_minutes, text_encoder=encoder)
-    except DemoError as e:
-        raise UserError(str(e)) from None
+    # A DemoError (settings that clash with what --out holds) is a UserError: one line, exit 2.
+    run_demo(cfg, out, minutes=minutes, device=device, seed=args.seed, fresh=args.fresh,
+             progress=not args.no_progress, preset=preset, text_minutes=text_minutes, text_encoder=encoder)
     return 0
 
 

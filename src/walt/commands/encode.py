@@ -86,8 +86,8 @@ def _check_existing_cache(out, vae_hash: str, num_samples: int, args) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt.errors import UserError
     from walt.commands import args as A, files as F
+    from walt.errors import UserError
 
     # ---- 1. numbers ----
     A.positive_int(args.shard_size, "--shard-size")
@@ -162,8 +162,8 @@ def _build_text_encoder(args, out, device):
     """The frozen text encoder of --text-encoder, checked against a text sidecar already in --out."""
     import json
 
-    from walt.errors import UserError
     from walt.commands import args as A, files as F
+    from walt.errors import UserError
     from walt.text import build_text_encoder
 
     kwargs = {}

@@ -90,8 +90,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_recon(args) -> int:
-    from walt.errors import UserError
     from walt.commands import args as A, files as F
+    from walt.errors import UserError
 
     # ---- 1. numbers and flags ----
     batch = A.positive_int(args.batch_size, "--batch-size")

@@ -70,9 +70,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args, device):
-    from walt.errors import UserError
     from walt.commands import args as A, files as F
-    from walt.study.common import study_config
+    from walt.errors import UserError
+    from walt.study.config import study_config
 
     preset = args.preset if args.preset != "auto" else ("gpu" if device.type == "cuda" else "cpu")
     over = {}
@@ -123,8 +123,8 @@ def _datasets(args, cfg):
 
 
 def _designs(args, cfg):
-    from walt.errors import UserError
     from walt.commands import args as A, files as F
+    from walt.errors import UserError
     from walt.study.encoder import check_design, design_grid
 
     axes = {}
@@ -147,8 +147,8 @@ def _designs(args, cfg):
 
 
 def run(args: argparse.Namespace) -> int:
-    from walt.errors import UserError
     from walt.commands import args as A, files as F
+    from walt.errors import UserError
 
     if args.study is None:
         raise UserError("choose a study: `walt study encoder` or `walt study ablation` (see --help)")
@@ -170,29 +170,25 @@ def run(args: argparse.Namespace) -> int:
     train, held, desc = _datasets(args, cfg)
     i3d = None
     if cfg.fvd:
-        from walt.study.common import load_fvd_network
+        from walt.study.fvd import load_fvd_network
 
         with A.user_errors():
             i3d = load_fvd_network(device)
     out = F.writable_dir(args.out)
     command = "walt " + shlex.join(sys.argv[sys.argv.index("study"):]) if "study" in sys.argv else None
     progress = not args.no_progress
-    from walt.study.common import StudySettingsError
+    # A StudySettingsError (another study in --out) is a UserError, raised before any work: one line, exit 2.
+    if args.study == "encoder":
+        from walt.study.encoder import run_encoder_study
 
-    try:
-        if args.study == "encoder":
-            from walt.study.encoder import run_encoder_study
+        run_encoder_study(cfg, designs, out, train, held, device, i3d=i3d, progress=progress, command=command,
+                          data_description=desc)
+    else:
+        from walt.study.ablation import run_ablation_study
 
-            run_encoder_study(cfg, designs, out, train, held, device, i3d=i3d, progress=progress, command=command,
-                              data_description=desc)
-        else:
-            from walt.study.ablation import run_ablation_study
-
-            vae = None
-            if args.vae is not None:
-                vae = F.resolve_checkpoint(args.vae, "--vae", ("vae.safetensors", "vae_ema.safetensors"))
-            run_ablation_study(cfg, variants, out, train, held, device, vae_path=vae, i3d=i3d, progress=progress,
-                               command=command, data_description=desc)
-    except StudySettingsError as e:  # raised before any work; anything later keeps its traceback
-        raise UserError(A.first_line(e)) from None
+        vae = None
+        if args.vae is not None:
+            vae = F.resolve_checkpoint(args.vae, "--vae", ("vae.safetensors", "vae_ema.safetensors"))
+        run_ablation_study(cfg, variants, out, train, held, device, vae_path=vae, i3d=i3d, progress=progress,
+                           command=command, data_description=desc)
     return 0

@@ -44,19 +44,11 @@ def add_args(p: argparse.ArgumentParser) -> None:
                         "conditioned on --lowres-cache (same clips at half the resolution)")
     p.add_argument("--lowres-cache", default=None, help="--stage sr: latent cache of the same clips at half the resolution")
     p.add_argument("--preset", default="tiny", help="transformer preset: tiny | L | XL | L-k600 (default tiny)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field: KEY for the network, train.KEY for training (repeatable)")
-    p.add_argument("--steps", type=int, default=60_000, help="optimizer steps (default 60000, the paper's UCF-101 run)")
-    p.add_argument("--batch-size", type=int, default=32, help="global batch per step (paper: 256; default 32)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (default 5e-4, paper)")
-    p.add_argument("--warmup-steps", type=int, default=None,
-                   help="linear warmup steps (default min(1000, steps/10); --stage sr: min(500, steps/10))")
-    p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"], help="data parallelism under torchrun")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network")
-    p.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing (less memory, slower)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--fp32", action="store_true", help="force fp32 even on CUDA")
+    from walt.commands.args import add_training_args
+
+    add_training_args(p, "network", 60_000, "default 60000, the paper's UCF-101 run", 32, "paper: 256; default 32",
+                      5e-4, "AdamW, default 5e-4, paper", "default min(1000, steps/10); --stage sr: min(500, steps/10)",
+                      "data parallelism under torchrun", "torch.compile the network")
     p.add_argument("--vae", default=None, help="autoencoder of the cache: periodic samples are decoded to PNG / GIF")
     p.add_argument("--sample-every", type=int, default=0, help="write samples of the EMA model every N steps (0: never)")
     p.add_argument("--log-every", type=int, default=50)

@@ -27,29 +27,19 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="'builtin' (procedural moving shapes) or a video folder / .csv / UCF-101 root")
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, vae.safetensors)")
     p.add_argument("--preset", default="tiny", help="autoencoder preset: tiny | ucf101 | imagenet (default tiny)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field: KEY for the autoencoder, train.KEY for training (repeatable)")
-    p.add_argument("--steps", type=int, default=10_000, help="optimizer steps (default 10000)")
-    p.add_argument("--batch-size", type=int, default=8, help="global clips per step (default 8; MAGVIT-v2: 256)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (gradient accumulation)")
+    from walt.commands.args import add_clip_sampling_args, add_training_args
+
+    add_training_args(p, "autoencoder", 10_000, "default 10000", 8, "default 8; MAGVIT-v2: 256", 1e-4,
+                      "default 1e-4, MAGVIT-v2", "default min(1000, steps/10)",
+                      "data parallelism under torchrun: ddp (fsdp is refused: the autoencoder's weights fit one "
+                      "device, its memory is activations)", "torch.compile the autoencoder")
     p.add_argument("--frames", type=int, default=17, help="frames per clip, 1 + 4k (default 17)")
     p.add_argument("--resolution", type=int, default=128, help="square clip size in pixels (default 128)")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4, MAGVIT-v2)")
-    p.add_argument("--warmup-steps", type=int, default=None, help="linear warmup steps (default min(1000, steps/10))")
     p.add_argument("--discriminator", default="auto", choices=["auto", "none", "tiny", "small", "default"],
                    help="adversarial loss discriminator size; auto = tiny for the tiny preset, else default")
     p.add_argument("--num-samples", type=int, default=None,
                    help="dataset size: clips of the built-in dataset (default 1024) / first N files of a folder")
-    from walt.commands.args import add_clip_sampling_args
-
     add_clip_sampling_args(p)  # --frame-stride N | --fps F (frames of real videos)
-    p.add_argument("--parallel", default="none", choices=["none", "ddp", "fsdp"],
-                   help="data parallelism under torchrun: ddp (fsdp is refused: the autoencoder's weights fit one "
-                        "device, its memory is activations)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the autoencoder")
-    p.add_argument("--grad-checkpointing", action="store_true", help="activation checkpointing (less memory, slower)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (default: bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--fp32", action="store_true", help="force fp32 even on CUDA")
     p.add_argument("--sample-every", type=int, default=0,
                    help="every N steps write samples/step_N.png: held-out clips vs EMA reconstructions (0: never)")
     p.add_argument("--sample-clips", type=int, default=4, help="held-out clips in each sample PNG (default 4)")
@@ -72,8 +62,8 @@ def split_holdout(ds, data_arg: str, clips: int, frames: int, resolution: int, s
     import torch
     from torch.utils.data import Subset
 
-    from walt.errors import UserError
     from walt.data import SyntheticVideos
+    from walt.errors import UserError
 
     if data_arg == "builtin":
         held = SyntheticVideos(clips, num_frames=frames, resolution=resolution, seed=seed + 10_007)

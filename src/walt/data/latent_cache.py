@@ -43,7 +43,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from walt.autoencoder.latent_stats import LatentStats, LatentStatsAccumulator
-from walt.io import atomic_write, write_json
 from walt.config import config_to_dict
 from walt.data.latent_dataset import (
     CACHE_FORMAT,
@@ -53,6 +52,7 @@ from walt.data.latent_dataset import (
     load_cache_index,
     vae_fingerprint,
 )
+from walt.io import atomic_write, write_json
 
 __all__ = ["LatentCacheInfo", "encode_dataset"]
 
@@ -168,7 +168,6 @@ def encode_dataset(
         raise ValueError("the dataset is empty; nothing to cache")
     if device is not None:
         vae = vae.to(device)
-    param = next(vae.parameters())
     vae_hash = vae_fingerprint(vae)
     vae_cfg = config_to_dict(vae.config) if hasattr(vae, "config") else None
     plan = {
@@ -200,36 +199,50 @@ def encode_dataset(
     try:
         for s in range(num_shards):
             lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-            path = out_dir / _shard_name(s)
             if s % world != rank:
                 continue
-            if _valid_shard(path, s, hi - lo, vae_hash):
+            if _valid_shard(out_dir / _shard_name(s), s, hi - lo, vae_hash):
                 skipped.append(s)
                 bar.update(hi - lo)
                 continue
             loader = DataLoader(Subset(dataset, range(lo, hi)), batch_size=batch_size, shuffle=False,
                                 num_workers=num_workers, collate_fn=_collate)
-            latents, labels, captions, indices = [], [], [], []
-            for batch in loader:
-                x = batch["video"].to(param.device, param.dtype)  # (B, 3, T, H, W)
-                z = vae.encode(x, chunk_frames=chunk_frames)  # (B, c, t, h, w)
-                latents.append(z.to("cpu", _DTYPES[latent_dtype]))
-                labels.append(batch["label"])
-                captions += batch["caption"]
-                indices += [lo + len(indices) + j if ix is None else int(ix) for j, ix in enumerate(batch["index"])]
-                bar.update(x.shape[0])
-            tensors = {"latents": torch.cat(latents).contiguous(), "labels": torch.cat(labels),
-                       "indices": torch.tensor(indices, dtype=torch.long)}
-            meta = {"format": CACHE_FORMAT, "shard": str(s), "vae_sha256": vae_hash, "captions": json.dumps(captions)}
-            atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+            _encode_shard(vae, loader, out_dir / _shard_name(s), s, lo, vae_hash, chunk_frames, latent_dtype, bar)
             encoded.append(s)
     finally:
         bar.close()
         vae.train(was_training)
     if world > 1:
         torch.distributed.barrier()  # every shard is on disk before the statistics pass
+    index = _index(out_dir, plan, n, shard_size, num_shards)
+    if rank == 0:
+        write_json(index_path, index)
+    if world > 1:
+        torch.distributed.barrier()
+    return LatentCacheInfo(out_dir, index, encoded_shards=encoded, skipped_shards=skipped)
 
-    # ---- statistics on the stored latents, then the index (its presence marks completion) ----
+
+def _encode_shard(vae, loader, path: Path, shard: int, lo: int, vae_hash: str, chunk_frames, latent_dtype: str,
+                  bar) -> None:
+    """Encode one shard's clips (posterior means) and write them atomically with their labels and captions."""
+    param = next(vae.parameters())
+    latents, labels, captions, indices = [], [], [], []
+    for batch in loader:
+        x = batch["video"].to(param.device, param.dtype)  # (B, 3, T, H, W)
+        z = vae.encode(x, chunk_frames=chunk_frames)  # (B, c, t, h, w)
+        latents.append(z.to("cpu", _DTYPES[latent_dtype]))
+        labels.append(batch["label"])
+        captions += batch["caption"]
+        indices += [lo + len(indices) + j if ix is None else int(ix) for j, ix in enumerate(batch["index"])]
+        bar.update(x.shape[0])
+    tensors = {"latents": torch.cat(latents).contiguous(), "labels": torch.cat(labels),
+               "indices": torch.tensor(indices, dtype=torch.long)}
+    meta = {"format": CACHE_FORMAT, "shard": str(shard), "vae_sha256": vae_hash, "captions": json.dumps(captions)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _index(out_dir: Path, plan: dict[str, Any], n: int, shard_size: int, num_shards: int) -> dict[str, Any]:
+    """The index: the plan, the shards, and the statistics measured on the STORED latents (SPEC §1)."""
     acc = LatentStatsAccumulator()
     shards, latent_shape, labels_seen = [], None, set()
     for s in range(num_shards):
@@ -247,7 +260,7 @@ def encode_dataset(
         shards.append({"file": _shard_name(s), "count": hi - lo, "start": lo})
     stats = acc.finalize()
     valid_labels = sorted(l for l in labels_seen if l >= 0)
-    index = {
+    return {
         **plan,
         "num_shards": num_shards,
         "shards": shards,
@@ -258,12 +271,6 @@ def encode_dataset(
         "latent_stats": {"mean": stats.mean.tolist(), "std": stats.std.tolist(), "count": stats.count},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    if rank == 0:
-        write_json(index_path, index)
-    if world > 1:
-        torch.distributed.barrier()
-    return LatentCacheInfo(out_dir, index, encoded_shards=encoded, skipped_shards=skipped)
-
 
 
 def _rank_world() -> tuple[int, int]:

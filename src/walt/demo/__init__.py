@@ -3,7 +3,11 @@
     from walt.demo import demo_config, run_demo
     summary = run_demo(demo_config("cpu"), "outputs/demo", minutes=15)
 
-See `walt.demo.run` for the stages and `walt.demo.config` for the sizes and why.
+Modules: `config` (DemoConfig and its presets), `data` (the demo's clips), `stages` (autoencoder,
+cache, denoiser: the recipe over `walt.experiment.recipes`), `fvd` (FVD as the denoiser trains),
+`text` (`walt demo --text`: prompts -> videos), `report` (sampling, metrics, files) with `render`
+and `plots`, `run` (`run_demo`: the stages in order, resumable). The probes behind the sizes are
+in docs/demo/NOTES.md.
 """
 
 from walt.demo.config import PRESETS, DemoConfig, demo_config

@@ -1,71 +1,19 @@
-"""Settings of `walt demo`: one frozen dataclass, presets in a registry dict.
+"""Settings of `walt demo`: one frozen dataclass, presets as plain functions in a dict.
 
 The demo is the whole W.A.L.T pipeline in miniature (SPEC §1-3): train a causal 3D CNN
 autoencoder, encode the training clips into a latent cache, train a window-attention
 transformer on the cache, sample class-conditional videos and frame-prediction continuations.
-What makes it fit a 2-core CPU in ~15 minutes is the size of everything, chosen by measuring
-on this project's 2-core machine (see the report of `walt demo` and `walt.demo.data`):
+What makes it fit a 2-core CPU in ~15 minutes is the size of everything: 32x32 clips of 9
+frames with a plainer appearance and faster motions (`walt.demo.data`), an autoencoder with
+spatial factor 4, temporal factor 2, no KL and an L2 loss, a 0.6M-parameter denoiser with patch
+size 2 (80 tokens per clip), and classifier-free guidance 3 on the class. Each choice was
+measured on this project's 2-core machine, and so were the ones that did not help:
+docs/demo/NOTES.md records those probes.
 
-  * 32x32 clips of 9 frames; plainer appearance than the full dataset (smooth backgrounds,
-    low-frequency textures, 1.3x larger shapes) and every motion twice as fast (`speed_scale`:
-    at the built-in rates a growing, rotating or pulsing shape changes by a pixel or two over 9
-    frames), all 8 motion classes (`walt.demo.data`);
-  * autoencoder: 16-channel levels, spatial factor 4 (an 8x8 latent grid), temporal factor 2
-    (9 frames -> 5 latent frames), 8 latent channels. Against f_t = 4 / c = 4 it reached a
-    higher held-out PSNR at the same number of steps (16.1 vs 14.7 dB after 150 steps), and
-    with f_t = 4 nine frames leave only 3 latent frames for the motion. Trained on 5-frame
-    clips (it is causal and fully convolutional: the same weights encode 9 frames). No KL
-    posterior (`kl=False`) and an L2 reconstruction loss: the posterior noise of a fresh
-    encoder (std ~1) blurs what the decoder can learn, and L1 fits the coarse layout slowly.
-    Measured by steps (held-out PSNR on 32 clips after 200 steps of batch 8, lr 2e-3): KL + L1
-    15.3 dB, no KL + L1 15.4, KL + L2 15.5, no KL + L2 17.6 (with lr 1e-3 / 4e-3: 17.4 / 16.8);
-    after 1000 steps no KL + L2 reached 24.7 dB with the reconstructions' motion energy at 1.09x
-    the real clips', where the earlier KL + L1 default had 21.7 dB and ~0.3x after 1069 steps;
-  * denoiser: width 96, depth 4, 4 heads (~0.6M parameters), batch 16, lr 2e-3, patch size 2
-    (80 tokens per clip instead of 320). Patch 2 made a step ~4.5x cheaper here (0.43 vs 1.95 s
-    on one busy core, same machine and load) and, at equal compute (3400 vs 860 steps on the
-    same autoencoder), gave samples with one background colour and one localised (still
-    blob-like, not yet recognisable) object, where patch 1 gave flickering patchwork (its
-    windows also split the 8x8 grid into 4x4 quadrants that showed in the samples); lr 2e-3 vs
-    1e-3: loss 0.248 vs 0.271 after 600 steps;
-  * class-conditional samples use classifier-free guidance 3 (the paper uses none): on that
-    3400-step denoiser it brought the samples' per-class motion energy close to the real clips'
-    (e.g. growing 0.019 vs real 0.016, rotating 0.037 vs 0.023) where guidance 1 gave 0.035-0.054
-    for every class (flicker, no class-specific motion).
-
-What did NOT make the class-conditional samples coherent (measured after the settings above,
-same machine: stage 3 rerun on one default run's autoencoder + cache with the same 491 s window
-and seeds; FVD of the `smoke` protocol at the end, floor 455): the default gave 797; learned
-position tables initialised with sin-cos (a local patch, not kept) 761; Min-SNR-5 loss weighting
-(`DiffusionLossConfig.weighting`) 827; every SNR x8 (`walt_snr_shift`) 747; batch 8 without
-self-conditioning (6530 steps instead of 2859) 768; lr 6e-3 instead of 2e-3 712; 64 training
-clips instead of 512 (can it memorise them? not in 2381 steps) 726; the `--minutes 30` run's
-autoencoder (25.8 dB) 659. Samples from the same seeds look nearly the same in all of them: a
-background of the right kind and a few coloured fragments, not one object, and DDPM-250 / DDIM
-eta 1 sampling look the same. A plainer full run (`--set backgrounds=(plain,) --set
-textures=(two-tone,) --set shapes=(circle,square) --set shape_scale=1.5`): autoencoder 21.8 dB,
-FVD 2657 -> 1032 (floor 468), same look. At this budget the denoiser, not the data or the
-schedule, is the limit; the knobs stay for runs with more minutes. Longer runs of the default
-preset, same machine: `--minutes 30` (denoiser 6251 steps) gives one smoother blob per sample;
-`--minutes 60` (autoencoder 2776 steps, 26.8 dB; denoiser 12633 steps) one coherent object per
-sample that the bouncing and panning samples move around, still not a recognisable shape, with
-little of the in-place classes' motion; `--minutes 90` (17180 denoiser steps) looks the same
-(README "Results on this machine"). Quicker probes that changed nothing visible at the 15-minute
-scale: patch 4, joint image-video steps, AdaLN per layer instead of AdaLN-LoRA, sampling with
-guidance 1 or 6, without self-conditioning or with 20 DDIM steps; `torch.compile` on the CPU
-compiled for minutes and made no step faster. Whole 15-minute runs that did not either: f_s = 8
-latents with patch 1 (the paper's pairing, same 80 tokens: autoencoder 19.4 dB, blockier samples,
-yet a lower FVD), one fixed appearance per class (the samples take each class's colours, the
-object stays fragments); frame prediction from 2 latent frames with the 15- and 60-minute
-denoisers stays below repeating the last given frame.
-
-FVD (`walt.demo.fvd`): the denoiser's samples are scored with walt.eval's `smoke` protocol (real
-Kinetics-400 I3D, the clips' 9 frames) at step 0, at `fvd_checkpoints` of its run and at the end,
-inside the denoiser's time. The I3D sees 224x224 frames whatever the clip size: measured here
-~1.0 CPU-s per clip (~0.6 s with 2 idle cores), so 64 clips per set as in the preset (6 x 64
-clips: ~4 min) do not fit 15 minutes; the CPU preset uses 32 (3 x 32 real + 3 x 32 generated
-clips + sampling: ~2.5 min, a third of the denoiser's window), the GPU preset 256.
-The text-to-video stage (`walt demo --text`, `walt.text.demo.text_stage`) uses `text_*`.
+FVD (`walt.demo.fvd`) scores the denoiser's samples with walt.eval's `smoke` protocol (real
+Kinetics-400 I3D) at step 0, at `fvd_checkpoints` of its run and at the end, inside the
+denoiser's time; the I3D costs ~1 CPU-s per clip, so the CPU preset uses 32 clips per set.
+The text-to-video stage (`walt demo --text`, `walt.demo.text`) uses `text_*`.
 
 Training stages run against wall-clock deadlines, not step counts: the total budget is split
 by fixed fractions (`vae_fraction`, `final_fraction`; the transformer gets what is left after
@@ -78,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from walt.config import replace_config
+from walt.config import from_presets
 from walt.data.synthetic import CLASS_NAMES
 
 
@@ -102,7 +50,7 @@ class DemoConfig:
     vae_overrides: tuple[tuple[str, object], ...] = (
         ("base_channels", 16), ("channel_multipliers", (1, 2, 2)), ("num_res_blocks", 1),
         ("spatial_factor", 4), ("temporal_factor", 2), ("latent_channels", 8), ("norm_groups", 8),
-        ("kl", False),  # no posterior noise: see the module docstring
+        ("kl", False),  # no posterior noise (docs/demo/NOTES.md)
     )
     vae_train_frames: int = 5  # frames per training clip (causal + fully convolutional: shorter clips train faster)
     vae_batch_size: int = 8
@@ -126,7 +74,7 @@ class DemoConfig:
     samples_per_class: int = 2
     sampler: str = "ddim"
     sample_steps: int = 50  # paper: DDIM 50 steps
-    guidance_scale: float = 3.0  # paper: no CFG for class-conditional results (here: module docstring)
+    guidance_scale: float = 3.0  # paper: no CFG for class-conditional results (here: docs/demo/NOTES.md)
     context_latent_frames: int = 1  # frame prediction: 1 = image-to-video
     fps: float = 8.0
     # ---- FVD as the denoiser trains (walt.demo.fvd): protocol `smoke` of walt.eval, real Kinetics I3D ----
@@ -134,7 +82,7 @@ class DemoConfig:
     fvd_checkpoints: tuple[float, ...] = (0.5,)  # fractions of the denoiser's run, besides step 0 and the end
     fvd_sample_steps: int = 50  # DDIM steps of the FVD samples (paper: DDIM 50 for every result)
     fvd_max_share: float = 0.5  # FVD may take at most this share of the denoiser's time left (else fewer points; >= 1: all)
-    # ---- text to video (`walt demo --text`, walt.text.demo): a second denoiser, prompts -> videos ----
+    # ---- text to video (`walt demo --text`, walt.demo.text): a second denoiser, prompts -> videos ----
     text_encoder: str = "minilm"  # walt.text.build_text_encoder spec: all-MiniLM-L6-v2 offline, or "t5:PATH"
     text_guidance_scale: float = 3.0  # classifier-free guidance of the guided text samples
     # ---- budget split (fractions of --minutes) ----
@@ -222,6 +170,4 @@ PRESETS: dict[str, Callable[[], DemoConfig]] = {"cpu": _cpu, "gpu": _gpu, "smoke
 
 def demo_config(name: str, **overrides) -> DemoConfig:
     """The named preset with `overrides` applied (unknown keys -> ConfigError naming them)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown demo preset {name!r}; choose one of {sorted(PRESETS)}")
-    return replace_config(PRESETS[name](), **overrides)
+    return from_presets(PRESETS, name, "demo preset", **overrides)

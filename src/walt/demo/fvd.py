@@ -36,10 +36,11 @@ import numpy as np
 import torch
 
 from walt.config import config_to_dict
-from walt.demo.budget import _say
 from walt.demo.config import DemoConfig
+from walt.experiment.runner import reporter
 
 I3D_MIN_FRAMES = 9  # the Kinetics I3D's shortest input (walt.eval.i3d.InceptionI3d)
+say = reporter("walt demo")
 
 
 def demo_fvd_protocol(cfg: DemoConfig):
@@ -100,7 +101,7 @@ class I3DSource:
             self._log = tempfile.TemporaryFile(mode="w+")
             code = "from walt.eval.i3d import load_i3d; load_i3d()"
             self._proc = subprocess.Popen([sys.executable, "-c", code], stdout=self._log, stderr=subprocess.STDOUT)
-            _say("  FVD: Kinetics-400 I3D weights not on this machine; fetching them in the background (load_i3d)")
+            say("  FVD: Kinetics-400 I3D weights not on this machine; fetching them in the background (load_i3d)")
         return self
 
     def get(self, timeout: float = 120.0) -> tuple[torch.nn.Module | None, str | None]:
@@ -193,7 +194,7 @@ class DemoFVD:
         self.rfvd = fvd(self.feats_a, feats_r)
         self.real_seconds = time.time() - t0
         self.seconds += self.real_seconds
-        _say(f"  FVD: real features of {3 * n} clips in {self.real_seconds:.0f} s "
+        say(f"  FVD: real features of {3 * n} clips in {self.real_seconds:.0f} s "
              f"({self.i3d_seconds_per_clip:.2f} s/clip in I3D); real-vs-real floor {self.floor:.1f}, "
              f"autoencoder rFVD {self.rfvd:.1f}")
 
@@ -225,7 +226,7 @@ class DemoFVD:
         names = cfg.classes
         for k in range(min(3, n)):
             self.progress_clips.append((f"step {step}: {names[int(self.labels[k])]}", fake[k]))
-        _say(f"  FVD at step {step} ({weights}): {point['fvd']:.1f} "
+        say(f"  FVD at step {step} ({weights}): {point['fvd']:.1f} "
              f"({n} samples in {sample_seconds:.0f} s + I3D {i3d_seconds:.0f} s)")
         return point
 
@@ -257,9 +258,9 @@ class DemoFVD:
             self.notes.append(f"no FVD of the trained denoiser: one evaluation takes {cost:.0f} s, more than "
                               f"{max_share:.0%} of the {left:.0f} s of training time left")
         for note in self.notes:
-            _say(f"  FVD: {note}")
+            say(f"  FVD: {note}")
         later = len(self.checkpoints) + self.final
-        _say(f"  FVD: {later} more point(s) of ~{cost:.0f} s each (at {list(self.checkpoints)} of the run"
+        say(f"  FVD: {later} more point(s) of ~{cost:.0f} s each (at {list(self.checkpoints)} of the run"
              f"{' and the end' if self.final else ''}); the denoiser trains in the other "
              f"~{max(0.0, left - later * cost):.0f} s")
 

@@ -130,11 +130,12 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
     sz = s["sizes"]
     classes = ", ".join(cfg["classes"])
     mach = s["machine"]
-    machine = (f"{mach.get('cpu') or '?'}; {mach.get('cpu_cores')} cores, torch {mach.get('torch')} "
+    machine = (f"{mach.get('cpu') or '?'}; {mach.get('logical_cpus', mach.get('cpu_cores'))} cores, torch {mach.get('torch')} "
                f"({mach.get('torch_threads')} threads), device {mach.get('device')}"
                + (f" ({mach['gpu']})" if mach.get("gpu") else "") + f"; {mach.get('platform')}")
-    if mach.get("load_average_at_start"):
-        machine += f"; load average at start {', '.join(f'{x:.1f}' for x in mach['load_average_at_start'])}"
+    load = mach.get("load_average") or mach.get("load_average_at_start")
+    if load:
+        machine += f"; load average at start {', '.join(f'{x:.1f}' for x in load)}"
     from walt.data.synthetic_scene import BACKGROUNDS, SHAPES, TEXTURES
 
     speed, shapes = cfg.get("speed_scale", 1.0), tuple(cfg.get("shapes") or ())

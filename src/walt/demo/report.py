@@ -29,7 +29,7 @@ import torch
 from walt.config import config_to_dict
 from walt.demo.config import DemoConfig
 from walt.demo.plots import save_fvd_curve, save_labelled_grid, save_training_curves, side_by_side
-from walt.demo.render import render_html, render_markdown, vae_recon_term, write_report  # noqa: F401  (re-exported)
+from walt.demo.render import vae_recon_term, write_report
 
 OUTPUT_FILES = ("report.md", "report.html", "metrics.json", "samples_grid.png", "predictions_grid.png",
                 "reconstructions_grid.png", "curves.png")
@@ -54,19 +54,11 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
                   minutes: float, preset: str, finish_stage: Callable[[dict], None],
                   run_seconds: Callable[[], float]) -> dict[str, Any]:
     """Sample, measure, write every output file into `out`; returns the summary (also metrics.json)."""
-    from walt.io import write_gif, write_mp4
-    from walt.demo.budget import _read_log
-    from walt.demo.stages import heldout_dataset, load_denoiser
+    from walt.cascade.stage import Stage
+    from walt.demo.stages import heldout_dataset
     from walt.eval.metrics import psnr, ssim
-    from walt.pipeline import generate
 
-    t0 = time.time()
-    net, stats, schedule = load_denoiser(out / "walt" / "walt_ema.safetensors", device)
-    names = list(cfg.classes)
-    nc = len(names)
-    c, t_lat, h, w = net.config.in_channels, *net.config.input_size
-
-    # ---- held-out clips: reconstruction quality ----
+    stage = Stage.load(out / "walt" / "walt_ema.safetensors").to(device)
     held = heldout_dataset(cfg, seed)
     real = torch.stack([held[i]["video"] for i in range(len(held))])  # (N, 3, T, H, W)
     real_labels = [held[i]["label"] for i in range(len(held))]
@@ -74,97 +66,33 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
     recon = _reconstruct(vae, real, device)
     recon_seconds = time.time() - t
     rec_psnr, rec_ssim = float(psnr(recon, real)), float(ssim(recon, real)) if min(real.shape[-2:]) >= 11 else float("nan")
-
-    # ---- class-conditional samples: samples_per_class per class, class-major order ----
-    y = torch.arange(nc).repeat_interleave(cfg.samples_per_class)  # (n,)
-    seeds = [seed * 100_003 + i for i in range(len(y))]
-    t = time.time()
-    z = generate(net, schedule, (len(y), c, t_lat, h, w), sampler=cfg.sampler, steps=cfg.sample_steps,
-                 y=y.to(device), guidance_scale=cfg.guidance_scale, seeds=seeds, latent_stats=stats)
-    samples = vae.decode(z.to(device)).float().clamp(-1, 1).cpu()  # (n, 3, T, H, W)
-    sample_seconds = time.time() - t
-
-    # ---- frame prediction: one held-out clip per class, first k latent frames given ----
-    k = min(cfg.context_latent_frames, t_lat - 1)
-    first = [real_labels.index(i) for i in range(nc) if i in real_labels]
-    ctx_real = real[first]  # (m, 3, T, H, W)
-    ctx_labels = torch.tensor([real_labels[i] for i in first])
-    t = time.time()
-    ctx = vae.encode(ctx_real.to(device))[:, :, :k]  # (m, c, k, h, w) raw latents
-    zp = generate(net, schedule, (len(first), c, t_lat, h, w), sampler=cfg.sampler, steps=cfg.sample_steps,
-                  y=ctx_labels.to(device), guidance_scale=cfg.guidance_scale,
-                  seeds=[seed * 100_003 + 50_000 + i for i in range(len(first))], context=ctx, latent_stats=stats)
-    preds = vae.decode(zp.to(device)).float().clamp(-1, 1).cpu()  # (m, 3, T, H, W)
-    predict_seconds = time.time() - t
-    f_ctx = 1 + vae.config.temporal_factor * (k - 1)  # pixel frames covered by the context latents
-    future = slice(f_ctx, None)
-    static = ctx_real[:, :, f_ctx - 1:f_ctx].expand_as(ctx_real[:, :, future])  # "nothing moves" baseline
-    pred_psnr = float(psnr(preds[:, :, future], ctx_real[:, :, future]))
-    static_psnr = float(psnr(static, ctx_real[:, :, future]))
-
-    # ---- motion energy per class ----
-    e_real, e_rec, e_gen = motion_energy(real), motion_energy(recon), motion_energy(samples)
-    per_class = []
-    for i, name in enumerate(names):
-        rm = torch.tensor([l == i for l in real_labels])
-        per_class.append({"class": name, "real": float(e_real[rm].mean()) if rm.any() else float("nan"),
-                          "reconstructed": float(e_rec[rm].mean()) if rm.any() else float("nan"),
-                          "generated": float(e_gen[y == i].mean())})
-
-    # ---- files: videos, grids, curves ----
-    sdir, pdir = out / "samples", out / "predictions"
-    for d in (sdir, pdir):
-        d.mkdir(exist_ok=True)
-    videos = []
-    for j, (v, lab) in enumerate(zip(samples, y.tolist())):
-        stem = f"{names[lab]}_{j % cfg.samples_per_class}"
-        write_mp4(sdir / f"{stem}.mp4", v, fps=cfg.fps)
-        write_gif(sdir / f"{stem}.gif", v, fps=cfg.fps)
-        videos.append(f"samples/{stem}")
-    for v_real, v_pred, lab in zip(ctx_real, preds, ctx_labels.tolist()):
-        both = side_by_side(v_real, v_pred)  # real | predicted
-        write_mp4(pdir / f"{names[lab]}.mp4", both, fps=cfg.fps)
-        write_gif(pdir / f"{names[lab]}.gif", both, fps=cfg.fps)
-        videos.append(f"predictions/{names[lab]}")
-    save_labelled_grid(out / "samples_grid.png", samples,
-                       [f"{names[l]} #{j % cfg.samples_per_class}" for j, l in enumerate(y.tolist())])
-    inter = torch.stack([v for pair in zip(ctx_real, preds) for v in pair])
-    save_labelled_grid(out / "predictions_grid.png", inter,
-                       [f"{names[l]} {kind}" for l in ctx_labels.tolist() for kind in ("real", "predicted")])
-    m = min(len(real), 2 * nc)
-    inter = torch.stack([v for pair in zip(real[:m], recon[:m]) for v in pair])
-    save_labelled_grid(out / "reconstructions_grid.png", inter,
-                       [f"{names[real_labels[i]]} {kind}" for i in range(m) for kind in ("real", "recon")])
-    recon_type, recon_weight = vae_recon_term(stages, cfg.vae_recon_type)
-    save_training_curves(out / "curves.png", _read_log(out / "vae" / "log.csv"), _read_log(out / "walt" / "log.csv"),
-                         recon=recon_type.upper(), recon_weight=recon_weight)
-    fvd = stages["walt"].get("fvd") or {}
-    if fvd.get("points"):
-        save_fvd_curve(out / "fvd_curve.png", fvd)
-    else:
-        (out / "fvd_curve.png").unlink(missing_ok=True)
-
+    samples = _class_samples(cfg, stage, vae, seed, device)
+    pred = _frame_prediction(cfg, stage, vae, real, real_labels, seed, device)
+    videos = _write_media(cfg, out, real, real_labels, recon, samples, pred)
+    _write_curves(cfg, out, stages)
+    net = stage.net
+    _, t_lat, h, w = net.config.in_channels, *net.config.input_size
     n_tokens = t_lat * h * w // net.config.patch_size ** 2
+    clips, seconds = len(samples["labels"]) + len(pred["labels"]), samples["seconds"] + pred["seconds"]
     sample_info = {
-        "clips": len(y) + len(first), "sampler": cfg.sampler, "steps": cfg.sample_steps,
-        "class_conditional_seconds": sample_seconds, "frame_prediction_seconds": predict_seconds,
-        "clips_per_s": (len(y) + len(first)) / max(sample_seconds + predict_seconds, 1e-9),
-        "tokens_per_s": (len(y) + len(first)) * n_tokens * cfg.sample_steps / max(sample_seconds + predict_seconds, 1e-9),
+        "clips": clips, "sampler": cfg.sampler, "steps": cfg.sample_steps,
+        "class_conditional_seconds": samples["seconds"], "frame_prediction_seconds": pred["seconds"],
+        "clips_per_s": clips / max(seconds, 1e-9), "tokens_per_s": clips * n_tokens * cfg.sample_steps / max(seconds, 1e-9),
         "reconstruction_clips_per_s": len(real) / max(recon_seconds, 1e-9),
     }
-    finish_stage({"clips": sample_info["clips"]})
+    finish_stage({"clips": clips})
     stages = dict(stages)
+    fvd = stages["walt"].get("fvd") or {}
     summary = {
         "command": " ".join(["walt"] + sys.argv[1:]) if Path(sys.argv[0]).name in ("walt", "__main__.py") else None,
         "preset": preset, "minutes_budget": minutes, "seed": seed, "machine": machine,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "sizes": {"clip": [3, cfg.num_frames, cfg.resolution, cfg.resolution], "latent": [c, t_lat, h, w],
-                  "tokens_per_clip": n_tokens, "vae_params": stages["vae"].get("params"),
-                  "walt_params": stages["walt"].get("params")},
+        "sizes": {"clip": [3, cfg.num_frames, cfg.resolution, cfg.resolution],
+                  "latent": [net.config.in_channels, t_lat, h, w], "tokens_per_clip": n_tokens,
+                  "vae_params": stages["vae"].get("params"), "walt_params": stages["walt"].get("params")},
         "reconstruction": {"psnr_db": rec_psnr, "ssim": rec_ssim, "heldout_clips": len(real)},
-        "frame_prediction": {"context_latent_frames": k, "context_pixel_frames": f_ctx, "psnr_db": pred_psnr,
-                             "static_baseline_psnr_db": static_psnr, "clips": len(first)},
-        "motion_energy": per_class,
+        "frame_prediction": pred["metrics"],
+        "motion_energy": _motion_per_class(cfg, real, real_labels, recon, samples),
         "fvd": fvd or stages["walt"].get("fvd"),
         "sampling": sample_info,
         "stages": stages,
@@ -175,3 +103,103 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     write_report(out, summary)
     return summary
+
+
+def _class_samples(cfg: DemoConfig, stage, vae, seed: int, device) -> dict[str, Any]:
+    """`samples_per_class` class-conditional videos per motion class from pure noise, class-major order."""
+    from walt.pipeline import generate
+
+    net = stage.net
+    y = torch.arange(len(cfg.classes)).repeat_interleave(cfg.samples_per_class)  # (n,)
+    t = time.time()
+    z = generate(net, stage.schedule, (len(y), net.config.in_channels, *net.config.input_size), sampler=cfg.sampler,
+                 steps=cfg.sample_steps, y=y.to(device), guidance_scale=cfg.guidance_scale,
+                 seeds=[seed * 100_003 + i for i in range(len(y))], latent_stats=stage.latent_stats)
+    videos = vae.decode(z.to(device)).float().clamp(-1, 1).cpu()  # (n, 3, T, H, W)
+    return {"videos": videos, "labels": y, "seconds": time.time() - t}
+
+
+def _frame_prediction(cfg: DemoConfig, stage, vae, real, real_labels, seed: int, device) -> dict[str, Any]:
+    """One held-out clip per class, its first k latent frames given (paper §3.2), scored against the
+    clip's real continuation and against the "nothing moves" baseline that repeats the context frame."""
+    from walt.eval.metrics import psnr
+    from walt.pipeline import generate
+
+    net = stage.net
+    t_lat = net.config.input_size[0]
+    k = min(cfg.context_latent_frames, t_lat - 1)
+    first = [real_labels.index(i) for i in range(len(cfg.classes)) if i in real_labels]
+    ctx_real = real[first]  # (m, 3, T, H, W)
+    labels = torch.tensor([real_labels[i] for i in first])
+    t = time.time()
+    ctx = vae.encode(ctx_real.to(device))[:, :, :k]  # (m, c, k, h, w) raw latents
+    zp = generate(net, stage.schedule, (len(first), net.config.in_channels, *net.config.input_size),
+                  sampler=cfg.sampler, steps=cfg.sample_steps, y=labels.to(device), guidance_scale=cfg.guidance_scale,
+                  seeds=[seed * 100_003 + 50_000 + i for i in range(len(first))], context=ctx,
+                  latent_stats=stage.latent_stats)
+    preds = vae.decode(zp.to(device)).float().clamp(-1, 1).cpu()  # (m, 3, T, H, W)
+    seconds = time.time() - t
+    f_ctx = 1 + vae.config.temporal_factor * (k - 1)  # pixel frames covered by the context latents
+    future = slice(f_ctx, None)
+    static = ctx_real[:, :, f_ctx - 1:f_ctx].expand_as(ctx_real[:, :, future])  # "nothing moves" baseline
+    metrics = {"context_latent_frames": k, "context_pixel_frames": f_ctx,
+               "psnr_db": float(psnr(preds[:, :, future], ctx_real[:, :, future])),
+               "static_baseline_psnr_db": float(psnr(static, ctx_real[:, :, future])), "clips": len(first)}
+    return {"real": ctx_real, "videos": preds, "labels": labels, "seconds": seconds, "metrics": metrics}
+
+
+def _motion_per_class(cfg: DemoConfig, real, real_labels, recon, samples) -> list[dict[str, Any]]:
+    """Motion energy per class of real clips, reconstructions and samples: frozen or flickering samples show here."""
+    e_real, e_rec, e_gen = motion_energy(real), motion_energy(recon), motion_energy(samples["videos"])
+    rows = []
+    for i, name in enumerate(cfg.classes):
+        rm = torch.tensor([l == i for l in real_labels])
+        rows.append({"class": name, "real": float(e_real[rm].mean()) if rm.any() else float("nan"),
+                     "reconstructed": float(e_rec[rm].mean()) if rm.any() else float("nan"),
+                     "generated": float(e_gen[samples["labels"] == i].mean())})
+    return rows
+
+
+def _write_media(cfg: DemoConfig, out: Path, real, real_labels, recon, samples, pred) -> list[str]:
+    """MP4 + GIF per sample and per prediction (real | predicted), and the three labelled grids."""
+    from walt.io import write_gif, write_mp4
+
+    names, per = list(cfg.classes), cfg.samples_per_class
+    sdir, pdir = out / "samples", out / "predictions"
+    for d in (sdir, pdir):
+        d.mkdir(exist_ok=True)
+    videos = []
+    for j, (v, lab) in enumerate(zip(samples["videos"], samples["labels"].tolist())):
+        stem = f"{names[lab]}_{j % per}"
+        write_mp4(sdir / f"{stem}.mp4", v, fps=cfg.fps)
+        write_gif(sdir / f"{stem}.gif", v, fps=cfg.fps)
+        videos.append(f"samples/{stem}")
+    for v_real, v_pred, lab in zip(pred["real"], pred["videos"], pred["labels"].tolist()):
+        both = side_by_side(v_real, v_pred)  # real | predicted
+        write_mp4(pdir / f"{names[lab]}.mp4", both, fps=cfg.fps)
+        write_gif(pdir / f"{names[lab]}.gif", both, fps=cfg.fps)
+        videos.append(f"predictions/{names[lab]}")
+    save_labelled_grid(out / "samples_grid.png", samples["videos"],
+                       [f"{names[l]} #{j % per}" for j, l in enumerate(samples["labels"].tolist())])
+    inter = torch.stack([v for pair in zip(pred["real"], pred["videos"]) for v in pair])
+    save_labelled_grid(out / "predictions_grid.png", inter,
+                       [f"{names[l]} {kind}" for l in pred["labels"].tolist() for kind in ("real", "predicted")])
+    m = min(len(real), 2 * len(names))
+    inter = torch.stack([v for pair in zip(real[:m], recon[:m]) for v in pair])
+    save_labelled_grid(out / "reconstructions_grid.png", inter,
+                       [f"{names[real_labels[i]]} {kind}" for i in range(m) for kind in ("real", "recon")])
+    return videos
+
+
+def _write_curves(cfg: DemoConfig, out: Path, stages: dict[str, dict]) -> None:
+    """Training curves of both stages, and the FVD curve when the denoiser's FVD was measured."""
+    from walt.experiment.budget import read_log
+
+    recon_type, recon_weight = vae_recon_term(stages, cfg.vae_recon_type)
+    save_training_curves(out / "curves.png", read_log(out / "vae" / "log.csv"), read_log(out / "walt" / "log.csv"),
+                         recon=recon_type.upper(), recon_weight=recon_weight)
+    fvd = stages["walt"].get("fvd") or {}
+    if fvd.get("points"):
+        save_fvd_curve(out / "fvd_curve.png", fvd)
+    else:
+        (out / "fvd_curve.png").unlink(missing_ok=True)

@@ -5,44 +5,37 @@
     stage 3  train the W.A.L.T denoiser from the cache      (walt.train.denoiser,        SPEC §2-3),
              measuring FVD (real Kinetics-400 I3D) at step 0, mid-run and at the end  (walt.demo.fvd)
    [stage 4  with `text_minutes` > 0 (`walt demo --text`): a text-conditioned denoiser on the same
-             cache and its captions, held-out prompts -> videos                       (walt.text.demo)]
+             cache and its captions, held-out prompts -> videos                       (walt.demo.text)]
     last     sample class-conditional videos and frame-prediction continuations of held-out
              clips (walt.pipeline.generate, DDIM), measure, write videos, grids, curves, report
 
-Budget (`walt.demo.budget`): stage 1 ends at `vae_fraction` of the budget, stage 3 (training and
-its FVD evaluations) at `1 - final_fraction` (it gets whatever the cache left); the text stage has
-its own `text_minutes` after that. Training stages measure their pace and end at their deadline.
+Budget (`walt.experiment.budget`): stage 1 ends at `vae_fraction` of the budget, stage 3 (training
+and its FVD evaluations) at `1 - final_fraction` (it gets whatever the cache left); the text stage
+has its own `text_minutes` after that. Training stages measure their pace and end at their deadline.
 
-Resuming: `out/stages.json` records finished stages; a rerun with the same `--out` and the same
-settings reuses them (an unfinished stage starts over, and so does everything after it).
+Resuming (`walt.experiment.runner`): `out/stages.json` records finished stages; a rerun with the
+same `--out` and the same settings reuses them (an unfinished stage starts over, and so does
+everything after it).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from walt.config import config_to_dict
-from walt.demo.budget import _clock, _read_log, _say, _seconds_per_step, _steps_until, train_to_deadline  # noqa: F401
 from walt.demo.config import DemoConfig
-from walt.demo.stages import (  # noqa: F401  (re-exported: walt.text.demo and older callers import them here)
-    build_walt,
-    encode_stage,
-    heldout_dataset,
-    load_demo_vae,
-    train_dataset,
-    train_vae_stage,
-    train_walt_stage,
-)
+from walt.demo.stages import autoencoder_stage, cache_stage, denoiser_stage, load_demo_vae, say
+from walt.experiment.budget import clock
+from walt.experiment.machine import machine_info
+from walt.experiment.runner import SettingsError, StageLog, check_settings, remove
+
+__all__ = ["run_demo", "DemoError", "STAGES"]
 
 STAGES = ("vae", "cache", "walt", "text", "samples")
 STAGE_TITLES = {
@@ -52,7 +45,6 @@ STAGE_TITLES = {
     "text": "train the text-to-video denoiser",
     "samples": "sample, measure, write the report",
 }
-
 
 # Settings that only change how long the stages train, how the final stage samples, what the text
 # stage does (it checks its own settings) or how a *new* stage 3 measures FVD (a reused one keeps
@@ -65,74 +57,8 @@ REUSABLE_CHANGES = {
 }
 
 
-class DemoError(ValueError):
+class DemoError(SettingsError):
     """A demo run cannot go on as asked (settings clash with what --out holds, ...): one line for the user."""
-
-
-@dataclass
-class StageLog:
-    """Wall-clock times and step counts per stage, persisted in out/stages.json (resumable)."""
-
-    path: Path
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> "StageLog":
-        data = json.loads(path.read_text()) if path.is_file() else {}
-        return cls(path, data.get("stages", {}))
-
-    def done(self, name: str) -> bool:
-        return name in self.stages
-
-    def finish(self, name: str, **info: Any) -> None:
-        self.stages[name] = info
-        self.path.write_text(json.dumps({"stages": self.stages}, indent=2))
-
-    def invalidate_from(self, name: str) -> None:
-        """Forget `name` and every later stage (their inputs are about to change)."""
-        for s in STAGES[STAGES.index(name):]:
-            self.stages.pop(s, None)
-        self.path.write_text(json.dumps({"stages": self.stages}, indent=2))
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-        "cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        info["load_average_at_start"] = list(os.getloadavg())
-    except OSError:
-        pass
-    return info
-
-
-
-def _check_settings(out: Path, settings: dict[str, Any], fresh: bool) -> None:
-    settings_path = out / "settings.json"
-    if fresh:
-        for name in ("vae", "cache", "walt", "walt_text", "stages.json"):
-            p = out / name
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    elif settings_path.is_file():
-        old = json.loads(settings_path.read_text())
-        diff = sorted(k for k in set(old.get("config", {})) | set(settings["config"])
-                      if k not in REUSABLE_CHANGES and old.get("config", {}).get(k) != settings["config"].get(k))
-        if diff or old.get("seed") != settings["seed"]:
-            what = ", ".join(diff) if diff else "seed"
-            raise DemoError(f"{out} holds a demo run with other settings ({what}); pass --fresh to replace it "
-                            "or choose another --out")
-    settings_path.write_text(json.dumps(settings, indent=2))
 
 
 def _walt_stage(cfg: DemoConfig, out: Path, vae, device, seed: int, deadline: float, progress: bool,
@@ -149,8 +75,8 @@ def _walt_stage(cfg: DemoConfig, out: Path, vae, device, seed: int, deadline: fl
         else:
             fvd_run = DemoFVD(cfg, vae, i3d, device, seed)
     if skip is not None:
-        _say(f"  FVD skipped: {skip}")
-    info = train_walt_stage(cfg, out, device, seed, deadline, progress, fvd=fvd_run)
+        say(f"  FVD skipped: {skip}")
+    info = denoiser_stage(cfg, out, device, seed, deadline, progress, fvd=fvd_run)
     if fvd_run is not None:
         save_progress_grid(out / "fvd_progress.png", fvd_run)
         (out / "fvd.json").write_text(json.dumps(info["fvd"], indent=2))
@@ -181,57 +107,56 @@ def run_demo(cfg: DemoConfig, out: str | Path, minutes: float = 15.0, device: st
     for name, value in (("minutes", minutes), ("text_minutes", text_minutes)):
         if not math.isfinite(value) or value < 0 or (name == "minutes" and value == 0):
             raise DemoError(f"{name} must be a positive number, got {value}")
-    out = Path(out)
-    device = torch.device(device)
+    out, device = Path(out), torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, {"config": config_to_dict(cfg), "seed": seed}, fresh)
-    log = StageLog.load(out / "stages.json")
-
-    t_start = time.time()
-    budget = minutes * 60.0
-    vae_deadline = t_start + cfg.vae_fraction * budget
-    walt_deadline = t_start + (1.0 - cfg.final_fraction) * budget
+    if fresh:
+        remove(out / name for name in ("vae", "cache", "walt", "walt_text", "stages.json", "settings.json"))
+    check_settings(out / "settings.json", {"config": config_to_dict(cfg), "seed": seed}, "a demo run",
+                   "pass --fresh to replace it or choose another --out", REUSABLE_CHANGES, error=DemoError)
+    log = StageLog(out / "stages.json", order=STAGES)
+    t_start, budget = time.time(), minutes * 60.0
     extra = f" + {text_minutes:g} min text-to-video" if text_minutes else ""
-    _say(f"budget {minutes:g} min{extra} on {device} ({torch.get_num_threads()} threads): until "
-         f"~{_clock(t_start + budget + text_minutes * 60)}; output in {out}")
+    say(f"budget {minutes:g} min{extra} on {device} ({torch.get_num_threads()} threads): until "
+        f"~{clock(t_start + budget + text_minutes * 60)}; output in {out}")
     # Look the I3D up now: a missing one is fetched in the background while the autoencoder trains.
     i3d_source = I3DSource(device)
     if not log.done("walt") and config_skip_reason(cfg) is None:
         i3d_source.start()
     names = [s for s in STAGES if s != "text" or text_minutes > 0]
 
-    def announce(name: str, deadline: float | None) -> bool:
+    def due(name: str, deadline: float | None) -> bool:
         i = names.index(name) + 1
         if log.done(name):
-            _say(f"[{i}/{len(names)}] {STAGE_TITLES[name]}: reused from {out} (finished earlier; --fresh to redo)")
+            say(f"[{i}/{len(names)}] {STAGE_TITLES[name]}: reused from {out} (finished earlier; --fresh to redo)")
             return False
-        log.invalidate_from(name)
-        until = f", until ~{_clock(deadline)}" if deadline else ""
-        _say(f"[{i}/{len(names)}] {STAGE_TITLES[name]}{until}")
+        log.forget_from(name)
+        say(f"[{i}/{len(names)}] {STAGE_TITLES[name]}" + (f", until ~{clock(deadline)}" if deadline else ""))
         return True
 
-    if announce("vae", vae_deadline):
-        log.finish("vae", **train_vae_stage(cfg, out, device, seed, vae_deadline, progress))
+    vae_deadline, walt_deadline = t_start + cfg.vae_fraction * budget, t_start + (1.0 - cfg.final_fraction) * budget
+    if due("vae", vae_deadline):
+        log.finish("vae", autoencoder_stage(cfg, out, device, seed, vae_deadline, progress))
     vae = load_demo_vae(out, device)
-    if announce("cache", None):
-        log.finish("cache", **encode_stage(cfg, out, vae, device, seed, progress))
-    if announce("walt", walt_deadline):
-        log.finish("walt", **_walt_stage(cfg, out, vae, device, seed, walt_deadline, progress, i3d_source))
+    if due("cache", None):
+        log.finish("cache", cache_stage(cfg, out, vae, device, seed, progress))
+    if due("walt", walt_deadline):
+        log.finish("walt", _walt_stage(cfg, out, vae, device, seed, walt_deadline, progress, i3d_source))
     if text_minutes > 0:
-        from walt.text.demo import text_stage
+        from walt.demo.text import text_stage
 
         settings = {"minutes": text_minutes, "encoder": cfg.text_encoder, "guidance_scale": cfg.text_guidance_scale}
-        if log.done("text") and log.stages["text"].get("settings") != settings:
-            log.invalidate_from("text")  # other text settings: redo only this stage
-        if announce("text", time.time() + text_minutes * 60):
+        if log.done("text") and log.get("text").get("settings") != settings:
+            log.forget_from("text")  # other text settings: redo only this stage
+        if due("text", time.time() + text_minutes * 60):
             info = text_stage(cfg, out, vae, device, seed, minutes=text_minutes, encoder=text_encoder,
                               progress=progress)
-            log.finish("text", settings=settings, **info)
-    log.invalidate_from("samples")
-    _say(f"[{len(names)}/{len(names)}] {STAGE_TITLES['samples']}")
+            log.finish("text", {"settings": settings, **info})
+    log.forget_from("samples")
+    say(f"[{len(names)}/{len(names)}] {STAGE_TITLES['samples']}")
     t0 = time.time()
     summary = write_outputs(cfg, out, vae, device, seed, log.stages, machine_info(device), minutes, preset,
-                            finish_stage=lambda info: log.finish("samples", seconds=time.time() - t0, **info),
+                            finish_stage=lambda info: log.finish("samples", {"seconds": time.time() - t0, **info}),
                             run_seconds=lambda: time.time() - t_start)
-    _say(f"done in {(time.time() - t_start) / 60:.1f} min: {out / 'report.md'}")
+    say(f"done in {(time.time() - t_start) / 60:.1f} min: {out / 'report.md'}")
     return summary
+

@@ -21,7 +21,7 @@ Per-sample seeds: `seeded_noise(shape, seeds)` draws sample i from its own `torc
 and the stochastic samplers draw their per-step noise from the same per-sample generators, so
 sample i depends only on seed i whatever else is in the batch.
 
-Why not diffusers' schedulers (the issue asks to reuse them where they do exactly this):
+Why not diffusers' schedulers (reused wherever they do exactly this):
   * they are stateful objects stepped by a loop the caller writes (`set_timesteps`, `step`, an
     internal step index and model-output history); here a sampler is one pure function of
     (model_fn, noise, schedule), so self-conditioning (feeding the previous x0 estimate back) and

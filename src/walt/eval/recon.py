@@ -66,22 +66,7 @@ def reconstruction_metrics(vae, dataset, num_samples: int | None = None, batch_s
         clip shape, dataset description and timings. PSNR of an exact reconstruction is inf.
     """
     proto = as_protocol(protocol) if protocol is not None else None
-    if num_samples is not None:
-        n = num_samples
-    else:
-        n = proto.num_fake if proto is not None else len(dataset)
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"num_samples must be >= 1, got {n}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if len(dataset) < n:
-        raise ValueError(f"asked for {n} clips but the dataset has {len(dataset)}; lower num_samples or add clips")
-    n_fvd = 0
-    if proto is not None:
-        n_fvd = proto.num_fake
-        if n < n_fvd:
-            raise ValueError(f"rFVD with protocol {proto.name!r} needs {n_fvd} clips, got num_samples={n}; "
-                             f"score >= {n_fvd} clips or skip rFVD")
+    n, n_fvd = _counts(num_samples, proto, len(dataset), batch_size)
     device = network_device(vae, device)
     if proto is not None and i3d is None:
         from walt.eval import fvd_eval
@@ -138,17 +123,36 @@ def reconstruction_metrics(vae, dataset, num_samples: int | None = None, batch_s
         "rfvd": None,
     }
     if proto is not None:
-        rf, ff = np.concatenate(real_feats), np.concatenate(fake_feats)  # (n_fvd, D) each
-        i3d_hash = i3d_weights_hash(i3d)
-        result["rfvd"] = {
-            "fvd": frechet_distance(*feature_stats(rf), *feature_stats(ff)),
-            "num_real": int(rf.shape[0]),
-            "num_fake": int(ff.shape[0]),
-            "clips": f"the first {n_fvd} clips and their reconstructions",
-            "repeats": 1,  # deterministic given the clips; the protocol's repeats do not apply
-            "protocol": protocol_record(proto, i3d_hash),
-        }
+        result["rfvd"] = _rfvd(np.concatenate(real_feats), np.concatenate(fake_feats), proto, i3d, n_fvd)
     return result
+
+
+def _counts(num_samples: int | None, proto: FVDProtocol | None, available: int, batch_size: int) -> tuple[int, int]:
+    """(clips scored, clips of rFVD): `num_samples` (default the protocol's num_fake, else all), checked."""
+    n = num_samples if num_samples is not None else (proto.num_fake if proto is not None else available)
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"num_samples must be >= 1, got {n}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if available < n:
+        raise ValueError(f"asked for {n} clips but the dataset has {available}; lower num_samples or add clips")
+    n_fvd = proto.num_fake if proto is not None else 0
+    if n < n_fvd:
+        raise ValueError(f"rFVD with protocol {proto.name!r} needs {n_fvd} clips, got num_samples={n}; "
+                         f"score >= {n_fvd} clips or skip rFVD")
+    return n, n_fvd
+
+
+def _rfvd(rf: np.ndarray, ff: np.ndarray, proto: FVDProtocol, i3d, n_fvd: int) -> dict[str, Any]:
+    """rFVD of (n_fvd, D) real and reconstructed features, with the protocol record."""
+    return {
+        "fvd": frechet_distance(*feature_stats(rf), *feature_stats(ff)),
+        "num_real": int(rf.shape[0]),
+        "num_fake": int(ff.shape[0]),
+        "clips": f"the first {n_fvd} clips and their reconstructions",
+        "repeats": 1,  # deterministic given the clips; the protocol's repeats do not apply
+        "protocol": protocol_record(proto, i3d_weights_hash(i3d)),
+    }
 
 
 def _fmt(v: float, digits: int) -> str:

@@ -1,4 +1,4 @@
-"""Studies built on the whole pipeline (issue #5; SPEC §6).
+"""Studies built on the whole pipeline (SPEC §6 and the paper's Table 3).
 
     from walt.study import study_config, design_grid, run_encoder_study, get_variants, run_ablation_study
     cfg = study_config("cpu", vae_steps=200, walt_steps=300)
@@ -11,8 +11,7 @@ Table 3 knobs at small scale. Both write results.csv, report.md and PNG plots, a
 """
 
 from walt.study.ablation import VARIANTS, AblationVariant, get_variants, run_ablation_study
-from walt.study.common import STUDY_PRESETS, StudyConfig, study_config
-from walt.study.stages import WaltRecipe
+from walt.study.config import STUDY_PRESETS, StudyConfig, study_config
 from walt.study.encoder import (
     DEFAULT_DESIGN,
     EncoderDesign,
@@ -23,6 +22,7 @@ from walt.study.encoder import (
     small_grid,
 )
 from walt.study.report import pareto_front, write_study_report
+from walt.study.stages import WaltRecipe
 
 __all__ = [
     "StudyConfig", "STUDY_PRESETS", "study_config", "WaltRecipe",

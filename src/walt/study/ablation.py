@@ -21,17 +21,17 @@ report.md, ablation.png. Resumable like the encoder study (finished variants / s
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
-from walt.config import config_to_dict
-from walt.study import common as C
+from walt.experiment.runner import StageLog
 from walt.study import stages as S
+from walt.study.config import StudyConfig
 from walt.study.encoder import DEFAULT_DESIGN
+from walt.study.sweep import Sweep
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,10 @@ def get_variants(names: Iterable[str] | None = None) -> list[AblationVariant]:
     return [VARIANTS[n]() for n in dict.fromkeys(names)]
 
 
-def run_variant(variant: AblationVariant, cfg: C.StudyConfig, folder: Path, cache: Path, vae, device: torch.device,
-                i3d=None, real_feats=None, progress: bool = False, fvd_record: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+def run_variant(variant: AblationVariant, cfg: StudyConfig, folder: Path, cache: Path, vae, device: torch.device,
+                i3d=None, real_feats=None, progress: bool = False) -> dict[str, Any]:
     """Train and evaluate one variant on the shared cache (finished stages are skipped)."""
-    store = C.StageStore(folder)
+    store = StageLog(folder / "stages")
     r = variant.recipe
     plan = store.run("walt_plan", lambda: S.plan_walt_steps(cfg, r, cache, device))
     walt = store.run("walt", lambda: S.train_walt_stage(cfg, r, cache, folder / "walt", plan["steps"], device, progress))
@@ -88,10 +87,10 @@ def run_variant(variant: AblationVariant, cfg: C.StudyConfig, folder: Path, cach
             "walt_params": walt["params"], "walt_steps": walt["steps"], "walt_train_s": walt["seconds"],
             "walt_final_loss": walt["final_loss"], "walt_train_steps_per_s": walt["train_steps_per_s"],
             "tokens_per_clip": walt["tokens_per_clip"], "sample_clips_per_s": gen["sample_clips_per_s"],
-            "gen_clips_per_s": gen["gen_clips_per_s"], "fvd": gen["fvd"], **C.fvd_identity(fvd_record)}
+            "gen_clips_per_s": gen["gen_clips_per_s"], "fvd": gen["fvd"]}
 
 
-def run_ablation_study(cfg: C.StudyConfig, variants: Iterable[AblationVariant], out: str | Path, train_data,
+def run_ablation_study(cfg: StudyConfig, variants: Iterable[AblationVariant], out: str | Path, train_data,
                        eval_data, device: str | torch.device = "cpu", vae_path: str | Path | None = None, i3d=None,
                        progress: bool = False, command: str | None = None,
                        data_description: str = "builtin") -> list[dict[str, Any]]:
@@ -102,63 +101,42 @@ def run_ablation_study(cfg: C.StudyConfig, variants: Iterable[AblationVariant], 
             study: `designs/ft4_fs8_c8_causal/vae/vae.safetensors`); default: train the default design here.
         The other arguments are those of `walt.study.encoder.run_encoder_study`.
     """
-    from walt.autoencoder import CausalVAE
-    from walt.data.latent_dataset import vae_fingerprint
-    from walt.study.report import write_study_report
-
-    out, device = Path(out), torch.device(device)
     variants = list(variants)
     if not variants:
         raise ValueError("no ablation variants given")
-    if len(eval_data) < cfg.eval_clips:
-        raise ValueError(f"the held-out set has {len(eval_data)} clips but eval_clips={cfg.eval_clips}; lower it")
-    out.mkdir(parents=True, exist_ok=True)
-    shared = out / "shared"
-    if vae_path is not None:
-        vae = CausalVAE.load(vae_path, map_location=device).eval().requires_grad_(False)
-        vae_source = {"path": str(vae_path), "sha256": vae_fingerprint(vae)}
-        ae_note = f"`{vae_path}` (weights sha256 {vae_source['sha256'][:12]})"
-    else:
-        vae_source = {"trained": DEFAULT_DESIGN}
-        spent = (f"{cfg.vae_steps} steps" if cfg.budget_minutes is None
-                 else f"{cfg.vae_fraction * cfg.budget_minutes:g} minutes")
-        ae_note = f"the default design (f_t=4, f_s=8, c=8, causal) trained here for {spent}"
-    i3d, fvd_record = C.prepare_fvd(cfg, i3d, device)
-    C.check_settings(out, {"kind": "ablation", "config": config_to_dict(cfg), "data": data_description,
-                           "vae": vae_source, "fvd": fvd_record})
-    store = C.StageStore(shared)
-    if vae_path is None:
-        plan = store.run("vae_plan", lambda: S.plan_vae_steps(cfg, DEFAULT_DESIGN, train_data, device))
+    vae, vae_source, ae_note = _shared_autoencoder_source(cfg, vae_path, device)
+    sweep = Sweep.start(cfg, out, "ablation", {"vae": vae_source}, train_data, eval_data, device, i3d, command,
+                        data_description)
+    shared = sweep.out / "shared"
+    store = StageLog(shared / "stages")
+    if vae is None:
+        plan = store.run("vae_plan", lambda: S.plan_vae_steps(cfg, DEFAULT_DESIGN, train_data, sweep.device))
         store.run("vae", lambda: S.train_vae_stage(cfg, DEFAULT_DESIGN, train_data, shared / "vae", plan["steps"],
-                                                   device, progress))
+                                                   sweep.device, progress))
         S.remove_training_state(shared / "vae")
-        vae = S.load_vae(shared / "vae", device)
-    store.run("cache", lambda: S.cache_stage(vae, train_data, shared / "cache", device, progress))
-    real = C.stack_videos(eval_data, range(cfg.eval_clips))
-    real_feats = C.real_features(i3d, real, cfg, out / "real_i3d.npy") if i3d is not None else None
-    floor = C.real_vs_real_fvd(i3d, train_data, real_feats, cfg, out / "train_i3d.npy") if i3d is not None else None
+        vae = S.load_vae(shared / "vae", sweep.device)
+    store.run("cache", lambda: S.cache_stage(vae, train_data, shared / "cache", sweep.device, progress))
 
-    t_start, rows = time.time(), []
-    for i, v in enumerate(variants):
-        folder = out / "variants" / v.name
-        done = C.StageStore(folder).get("result")
-        if done is not None:
-            C.say(f"[{i + 1}/{len(variants)}] {v.name}: finished earlier, reused")
-            rows.append(done)
-            continue
-        C.say(f"[{i + 1}/{len(variants)}] {v.name} ({v.description})")
-        t0 = time.time()
-        row = run_variant(v, cfg, folder, shared / "cache", vae, device, i3d, real_feats, progress, fvd_record)
-        row["variant_s"] = time.time() - t0
-        row["load_1min"] = C.load_1min()
-        C.write_json(folder / "stages" / "result.json", row)
-        rows.append(row)
+    def run_row(i: int, folder: Path) -> dict[str, Any]:
+        return run_variant(variants[i], cfg, folder, shared / "cache", vae, sweep.device, sweep.i3d, sweep.real_feats,
+                           progress)
+
+    def done_line(row: dict[str, Any]) -> str:
         fvd = "n/a" if row["fvd"] is None else f"{row['fvd']:.1f}"
-        C.say(f"  done in {row['variant_s'] / 60:.1f} min: loss {row['walt_final_loss']:.4f}, FVD {fvd}, "
-              f"{row['walt_train_steps_per_s']:.2f} train steps/s")
-        write_study_report(out, rows, "ablation", cfg, C.machine_info(device), command, data_description,
-                           fvd_record, fvd_floor=floor, plots=False, autoencoder=ae_note)  # plots at the end
-    write_study_report(out, rows, "ablation", cfg, C.machine_info(device), command, data_description,
-                           fvd_record, autoencoder=ae_note, fvd_floor=floor)
-    C.say(f"{len(rows)} variants in {(time.time() - t_start) / 60:.1f} min this run: {out / 'report.md'}")
-    return rows
+        return f"loss {row['walt_final_loss']:.4f}, FVD {fvd}, {row['walt_train_steps_per_s']:.2f} train steps/s"
+
+    return sweep.rows([(v.name, v.description) for v in variants], run_row, "variant_s", done_line,
+                      autoencoder=ae_note)
+
+
+def _shared_autoencoder_source(cfg: StudyConfig, vae_path, device):
+    """(the loaded autoencoder or None (train it here), its record for study.json, the report's note)."""
+    from walt.autoencoder import CausalVAE
+    from walt.data.latent_dataset import vae_fingerprint
+
+    if vae_path is not None:
+        vae = CausalVAE.load(vae_path, map_location=torch.device(device)).eval().requires_grad_(False)
+        source = {"path": str(vae_path), "sha256": vae_fingerprint(vae)}
+        return vae, source, f"`{vae_path}` (weights sha256 {source['sha256'][:12]})"
+    spent = f"{cfg.vae_steps} steps" if cfg.budget_minutes is None else f"{cfg.vae_fraction * cfg.budget_minutes:g} minutes"
+    return None, {"trained": DEFAULT_DESIGN}, f"the default design (f_t=4, f_s=8, c=8, causal) trained here for {spent}"

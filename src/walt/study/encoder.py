@@ -31,16 +31,16 @@ Output folder layout (resumable: finished designs and finished stages are reused
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 
-from walt.config import config_to_dict
-from walt.study import common as C
+from walt.experiment.runner import StageLog
 from walt.study import stages as S
+from walt.study.config import StudyConfig
+from walt.study.sweep import Sweep
 
 DEFAULT_DESIGN = dict(temporal_factor=4, spatial_factor=8, latent_channels=8, causal=True)
 FULL_AXES = dict(temporal_factor=(1, 2, 4, 8), spatial_factor=(4, 8, 16), latent_channels=(4, 8, 16, 32),
@@ -117,7 +117,7 @@ def design_grid(grid: str = "small", full_factorial: bool = False, **axes: Seque
     return factorial_grid(axes) if full_factorial else one_factor_grid(axes)
 
 
-def check_design(design: EncoderDesign, cfg: C.StudyConfig) -> None:
+def check_design(design: EncoderDesign, cfg: StudyConfig) -> None:
     """ValueError if the clips do not fit the design (frames 1 + f_t k, size a multiple of f_s * p)."""
     ft, fs = design.temporal_factor, design.spatial_factor
     if (cfg.num_frames - 1) % ft or (cfg.vae_train_frames - 1) % ft:
@@ -131,10 +131,10 @@ def check_design(design: EncoderDesign, cfg: C.StudyConfig) -> None:
 # ----------------------------------------------------------------------------- one design
 
 
-def run_design(design: EncoderDesign, cfg: C.StudyConfig, folder: Path, train_data, real: torch.Tensor,
+def run_design(design: EncoderDesign, cfg: StudyConfig, folder: Path, train_data, real: torch.Tensor,
                device: torch.device, i3d=None, real_feats=None, progress: bool = False) -> dict[str, Any]:
     """Every stage of one design (each skipped when already finished); returns its result row."""
-    store = C.StageStore(folder)
+    store = StageLog(folder / "stages")
     kw = design.vae_kwargs()
     vae_plan = store.run("vae_plan", lambda: S.plan_vae_steps(cfg, kw, train_data, device))
     vae_info = store.run("vae", lambda: S.train_vae_stage(cfg, kw, train_data, folder / "vae", vae_plan["steps"],
@@ -169,7 +169,7 @@ def run_design(design: EncoderDesign, cfg: C.StudyConfig, folder: Path, train_da
 # ----------------------------------------------------------------------------- the sweep
 
 
-def run_encoder_study(cfg: C.StudyConfig, designs: Iterable[EncoderDesign], out: str | Path, train_data, eval_data,
+def run_encoder_study(cfg: StudyConfig, designs: Iterable[EncoderDesign], out: str | Path, train_data, eval_data,
                       device: str | torch.device = "cpu", i3d=None, progress: bool = False,
                       command: str | None = None, data_description: str = "builtin") -> list[dict[str, Any]]:
     """Run (or resume) the sweep into `out`; returns the rows of the finished designs, in grid order.
@@ -182,49 +182,22 @@ def run_encoder_study(cfg: C.StudyConfig, designs: Iterable[EncoderDesign], out:
         i3d: the FVD network (default: the Kinetics-400 I3D when cfg.fvd, loaded once); tests inject a fake.
         command: the command line, recorded in the report.
     """
-    from walt.study.report import write_study_report
-
-    out, device = Path(out), torch.device(device)
     designs = list(designs)
     if not designs:
         raise ValueError("the design grid is empty")
     for d in designs:
         check_design(d, cfg)
-    if len(eval_data) < cfg.eval_clips:
-        raise ValueError(f"the held-out set has {len(eval_data)} clips but eval_clips={cfg.eval_clips}; lower it")
-    out.mkdir(parents=True, exist_ok=True)
-    i3d, fvd_record = C.prepare_fvd(cfg, i3d, device)
-    C.check_settings(out, {"kind": "encoder", "config": config_to_dict(cfg), "data": data_description,
-                           "fvd": fvd_record})
-    real = C.stack_videos(eval_data, range(cfg.eval_clips))  # (N, 3, T, H, W)
-    real_feats = C.real_features(i3d, real, cfg, out / "real_i3d.npy") if i3d is not None else None
-    floor = C.real_vs_real_fvd(i3d, train_data, real_feats, cfg, out / "train_i3d.npy") if i3d is not None else None
+    sweep = Sweep.start(cfg, out, "encoder", {}, train_data, eval_data, device, i3d, command, data_description)
 
-    t_start = time.time()
-    rows = []
-    for i, design in enumerate(designs):
-        folder = out / "designs" / design.name
-        done = C.StageStore(folder).get("result")
-        if done is not None:
-            C.say(f"[{i + 1}/{len(designs)}] {design.name}: finished earlier, reused")
-            rows.append(done)
-            continue
-        C.say(f"[{i + 1}/{len(designs)}] {design.name} ({design.label()})")
-        t0 = time.time()
-        row = run_design(design, cfg, folder, train_data, real, device, i3d, real_feats, progress)
-        row.update(C.fvd_identity(fvd_record))  # which protocol and network measured this row
-        row["design_s"] = time.time() - t0
-        row["load_1min"] = C.load_1min()
-        C.write_json(folder / "stages" / "result.json", row)
-        rows.append(row)
-        C.say(f"  done in {row['design_s'] / 60:.1f} min: PSNR {row['psnr']:.2f} dB, rFVD {_fmt(row['rfvd'])}, "
-              f"FVD {_fmt(row['fvd'])}, {row['gen_clips_per_s']:.2f} generated clips/s")
-        write_study_report(out, rows, "encoder", cfg, C.machine_info(device), command, data_description,
-                           fvd_record, fvd_floor=floor, plots=False)  # plots at the end
-    write_study_report(out, rows, "encoder", cfg, C.machine_info(device), command, data_description,
-                           fvd_record, fvd_floor=floor)
-    C.say(f"{len(rows)} designs in {(time.time() - t_start) / 60:.1f} min this run: {out / 'report.md'}")
-    return rows
+    def run_row(i: int, folder: Path) -> dict[str, Any]:
+        return run_design(designs[i], cfg, folder, train_data, sweep.real, sweep.device, sweep.i3d, sweep.real_feats,
+                          progress)
+
+    def done_line(row: dict[str, Any]) -> str:
+        return (f"PSNR {row['psnr']:.2f} dB, rFVD {_fmt(row['rfvd'])}, FVD {_fmt(row['fvd'])}, "
+                f"{row['gen_clips_per_s']:.2f} generated clips/s")
+
+    return sweep.rows([(d.name, d.label()) for d in designs], run_row, "design_s", done_line)
 
 
 def _fmt(v) -> str:

@@ -294,7 +294,7 @@ def markdown_table(rows: list[dict[str, Any]], columns) -> str:
 def _protocol_lines(cfg, rows: list[dict[str, Any]], machine: dict[str, Any], command: str | None, data: str,
                     fvd_record: dict[str, Any] | None, kind: str, autoencoder: str | None,
                     fvd_floor: float | None) -> list[str]:
-    from walt.study.common import fvd_protocol_for
+    from walt.study.fvd import fvd_protocol_for
 
     if kind == "ablation":
         budget = (f"{cfg.walt_steps} W.A.L.T steps (batch {cfg.walt_batch_size}) for every variant"
@@ -334,7 +334,7 @@ def _protocol_lines(cfg, rows: list[dict[str, Any]], machine: dict[str, Any], co
         lines.append("- FVD: not measured (--no-fvd)")
     m = machine
     load = m.get("load_average")
-    lines.append(f"- machine: {m.get('cpu', '?')} ({m.get('cpu_cores')} cores, {m.get('torch_threads')} torch threads), "
+    lines.append(f"- machine: {m.get('cpu', '?')} ({m.get('logical_cpus', m.get('cpu_cores'))} cores, {m.get('torch_threads')} torch threads), "
                  f"{m.get('gpu', 'no GPU')}, device {m.get('device')}, torch {m.get('torch')}"
                  + (f"; load average (1/5/15 min) when this report was written {load}" if load else ""))
     row_loads = [r["load_1min"] for r in rows if r.get("load_1min") is not None]
@@ -361,7 +361,7 @@ def write_study_report(out: Path, rows: list[dict[str, Any]], kind: str, cfg, ma
                        fvd_record: dict[str, Any] | None = None, plots: bool = True,
                        autoencoder: str | None = None, fvd_floor: float | None = None) -> dict[str, Any]:
     """results.csv, report.md and (with `plots`) the plot for the finished rows; returns {"front": ...}."""
-    from walt.study.common import fvd_identity
+    from walt.study.fvd import fvd_identity
 
     out = Path(out)
     # Every CSV row names the protocol and network that measured it; rows finished before these

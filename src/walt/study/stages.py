@@ -8,12 +8,12 @@
 
 `plan_vae_steps` / `plan_walt_steps` turn a wall-clock budget into a step count by timing a few
 steps of the row's own models (or return the fixed step count). Throughputs are wall-clock
-times of the real work (the FVD clips), after one warm-up call.
+times of the real work (the FVD clips), after one warm-up call. The builders, training settings
+and the cache are `walt.experiment.recipes`' (the demo's too).
 """
 
 from __future__ import annotations
 
-import csv
 import shutil
 import statistics
 import tempfile
@@ -26,30 +26,29 @@ import numpy as np
 import torch
 
 from walt.config import replace_config
-from walt.study.common import StudyConfig, _seconds_per_step, features, steps_for_budget, vae_batch_fn
+from walt.experiment import recipes
+from walt.experiment.budget import read_log, seconds_per_step, steps_in
+from walt.study.config import StudyConfig
+from walt.study.fvd import features
 
 
 # ----------------------------------------------------------------------------- stage: autoencoder
 
 
 def build_vae(cfg: StudyConfig, seed: int, **design: Any):
-    from walt.autoencoder import CausalVAE
-
-    torch.manual_seed(seed)  # every row starts from the same seed
-    return CausalVAE.from_preset("tiny", **cfg.vae_kwargs(), **design)
+    return recipes.small_vae(seed, **cfg.vae_kwargs(), **design)  # every row starts from the same seed
 
 
 def _vae_train_config(cfg: StudyConfig, steps: int, device: torch.device):
     from walt.autoencoder.losses import VAELossConfig
-    from walt.train.vae import VAETrainConfig
 
-    # Reconstruction + small KL only (no adversarial / perceptual term: no offline LPIPS, and a GAN
-    # needs far more steps than a study row gets). Same recipe as `walt demo`.
-    return VAETrainConfig(steps=steps, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, warmup_steps=min(10, steps),
-                          betas=(0.9, 0.99), ema_decay=0.99, log_every=max(1, min(10, steps // 10)),
-                          ckpt_every=max(10, steps // 4), keep_checkpoints=1, seed=cfg.seed,
-                          precision="bf16" if device.type == "cuda" else "fp32", discriminator=None,
-                          loss=VAELossConfig(kl_weight=cfg.vae_kl_weight))
+    return recipes.small_vae_config(steps, cfg.vae_batch_size, cfg.vae_lr, min(10, steps), cfg.seed, device,
+                                    VAELossConfig(kl_weight=cfg.vae_kl_weight), log_every=max(1, min(10, steps // 10)),
+                                    ckpt_every=max(10, steps // 4))
+
+
+def _batches(data, cfg: StudyConfig):
+    return recipes.clip_batches(data, cfg.vae_batch_size, cfg.seed, cfg.vae_train_frames)
 
 
 def plan_vae_steps(cfg: StudyConfig, design: dict[str, Any], data, device: torch.device) -> dict[str, Any]:
@@ -60,9 +59,9 @@ def plan_vae_steps(cfg: StudyConfig, design: dict[str, Any], data, device: torch
 
     with tempfile.TemporaryDirectory() as tmp:
         calib = replace_config(_vae_train_config(cfg, 4, device), log_every=1)
-        train_vae(calib, build_vae(cfg, cfg.seed, **design).to(device), vae_batch_fn(data, cfg), tmp, progress=False)
-        sec = _seconds_per_step(Path(tmp) / "log.csv", "clips_per_s", cfg.vae_batch_size)
-    return {"steps": steps_for_budget(cfg.vae_fraction * cfg.budget_minutes * 60, sec), "sec_per_step": sec}
+        train_vae(calib, build_vae(cfg, cfg.seed, **design).to(device), _batches(data, cfg), tmp, progress=False)
+        sec = seconds_per_step(read_log(Path(tmp) / "log.csv"), cfg.vae_batch_size, "clips_per_s")
+    return {"steps": steps_in(cfg.vae_fraction * cfg.budget_minutes * 60, sec, minimum=2), "sec_per_step": sec}
 
 
 def train_vae_stage(cfg: StudyConfig, design: dict[str, Any], data, folder: Path, steps: int,
@@ -71,16 +70,13 @@ def train_vae_stage(cfg: StudyConfig, design: dict[str, Any], data, folder: Path
 
     vae = build_vae(cfg, cfg.seed, **design).to(device)
     t0 = time.perf_counter()
-    res = train_vae(_vae_train_config(cfg, steps, device), vae, vae_batch_fn(data, cfg), folder, progress=progress)
+    res = train_vae(_vae_train_config(cfg, steps, device), vae, _batches(data, cfg), folder, progress=progress)
     return {"steps": res.step, "seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in vae.parameters()),
             "train_psnr": res.metrics.get("psnr"), "train_clips_per_s": res.metrics.get("clips_per_s")}
 
 
 def load_vae(folder: Path, device: torch.device):
-    from walt.autoencoder import CausalVAE
-
-    # Raw weights: the LR decays to zero, and after a few hundred steps an EMA still remembers the init.
-    return CausalVAE.load(folder / "vae.safetensors", map_location=device).eval().requires_grad_(False)
+    return recipes.load_small_vae(folder, device)
 
 
 # ----------------------------------------------------------------------------- stage: reconstruction
@@ -125,13 +121,7 @@ def recon_stage(vae, real: torch.Tensor, cfg: StudyConfig, device: torch.device,
 
 
 def cache_stage(vae, data, folder: Path, device: torch.device, progress: bool) -> dict[str, Any]:
-    from walt.data.latent_cache import encode_dataset
-
-    t0 = time.perf_counter()
-    info = encode_dataset(vae, data, folder, shard_size=64, batch_size=8, device=device, progress=progress,
-                          latent_dtype="float32")
-    return {"seconds": time.perf_counter() - t0, "latent_shape": info.index["latent_shape"],
-            "encoded_shards": len(info.encoded_shards)}
+    return recipes.cache_stage(vae, data, folder, device, progress, shard_size=64, batch_size=8)
 
 
 def latent_dataset(cache: Path, normalize: bool = True):
@@ -159,29 +149,20 @@ def build_walt(cfg: StudyConfig, latent_shape, num_classes: int, seed: int, st_w
     """A small W.A.L.T for latents (c, t, h, w): spatial windows = one latent frame, spatiotemporal
     windows = all frames x (h/p, w/p) / `st_window_divisor` (default 2: half the frame's height and
     width, the paper's 1x16x16 / 5x8x8 on 16x16 latents; 4 is its smaller 5x4x4, Table 3)."""
-    from walt.denoiser import WALT
-
-    c, t, h, w = latent_shape
-    hp, wp = h // cfg.patch_size, w // cfg.patch_size
-    d = int(st_window_divisor)
-    kw = dict(input_size=(t, h, w), in_channels=c, num_classes=num_classes, patch_size=cfg.patch_size,
-              hidden_size=cfg.walt_hidden_size, depth=cfg.walt_depth, num_heads=cfg.walt_num_heads,
-              spatial_window=(1, hp, wp), spatiotemporal_window=(t, max(1, hp // d), max(1, wp // d)))
-    kw.update(overrides)
-    torch.manual_seed(seed)
-    return WALT.from_preset("tiny", **kw)
+    _, t, h, w = latent_shape
+    hp, wp, d = h // cfg.patch_size, w // cfg.patch_size, int(st_window_divisor)
+    return recipes.small_walt(latent_shape, num_classes, (1, hp, wp), (t, max(1, hp // d), max(1, wp // d)), seed,
+                              **{"patch_size": cfg.patch_size, "hidden_size": cfg.walt_hidden_size,
+                                 "depth": cfg.walt_depth, "num_heads": cfg.walt_num_heads, **overrides})
 
 
 def _walt_train_config(cfg: StudyConfig, steps: int, batch: int, p_self_cond: float, diffusion: dict[str, Any]):
     from walt.diffusion.loss import DiffusionLossConfig
     from walt.diffusion.schedule import DiffusionConfig
-    from walt.train.denoiser import DenoiserTrainConfig
 
-    return DenoiserTrainConfig(steps=steps, batch_size=batch, lr=cfg.walt_lr, warmup_steps=min(50, steps // 10),
-                               ema_decay=cfg.walt_ema_decay, log_every=max(1, min(10, steps // 10)),
-                               ckpt_every=max(10, steps // 4), keep_checkpoints=1, seed=cfg.seed, tensorboard=False,
-                               loss=DiffusionLossConfig(p_self_cond=p_self_cond),
-                               diffusion=DiffusionConfig(**diffusion))
+    return recipes.walt_config(steps, batch, cfg.walt_lr, min(50, steps // 10), cfg.walt_ema_decay, cfg.seed,
+                               DiffusionLossConfig(p_self_cond=p_self_cond), DiffusionConfig(**diffusion),
+                               log_every=max(1, min(10, steps // 10)), ckpt_every=max(10, steps // 4))
 
 
 @dataclass(frozen=True)
@@ -211,9 +192,9 @@ def plan_walt_steps(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, device: t
         tcfg = replace_config(_walt_train_config(cfg, 4, batch, recipe.p_self_cond, dict(recipe.diffusion)),
                               log_every=1)
         train_denoiser(tcfg, net, ds, tmp, progress=False)
-        sec = _seconds_per_step(Path(tmp) / "log.csv", "sec_per_step", batch)
+        sec = seconds_per_step(read_log(Path(tmp) / "log.csv"), batch, "sec_per_step")
     seconds = (1 - cfg.vae_fraction) * cfg.budget_minutes * 60
-    return {"steps": steps_for_budget(seconds, sec), "sec_per_step": sec}
+    return {"steps": steps_in(seconds, sec, minimum=2), "sec_per_step": sec}
 
 
 def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: Path, steps: int,
@@ -226,13 +207,12 @@ def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: 
     tcfg = _walt_train_config(cfg, steps, batch, recipe.p_self_cond, dict(recipe.diffusion))
     t0 = time.perf_counter()
     res = train_denoiser(tcfg, net, ds, folder, progress=progress)
-    with (folder / "log.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_log(folder / "log.csv")
     tail = rows[len(rows) // 2:] or rows  # second half: past warm-up and one-time costs
     return {"steps": res.step, "seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in net.parameters()),
-            "final_loss": statistics.mean(float(r["loss"]) for r in rows[-3:]),
-            "train_steps_per_s": 1.0 / statistics.median(float(r["sec_per_step"]) for r in tail),
-            "train_tokens_per_s": statistics.median(float(r["tokens_per_s"]) for r in tail),
+            "final_loss": statistics.mean(r["loss"] for r in rows[-3:]),
+            "train_steps_per_s": 1.0 / statistics.median(r["sec_per_step"] for r in tail),
+            "train_tokens_per_s": statistics.median(r["tokens_per_s"] for r in tail),
             "attention": net.config.attention,
             "st_window": "x".join(str(v) for v in net.config.spatiotemporal_window),
             "tokens_per_clip": ds.latent_shape[1] * (ds.latent_shape[2] // cfg.patch_size)
@@ -246,18 +226,13 @@ def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: 
 def generate_stage(cfg: StudyConfig, walt_folder: Path, vae, device: torch.device, i3d=None,
                    real_feats: np.ndarray | None = None, batch: int = 8) -> dict[str, Any]:
     """DDIM-sample `fake_clips` class-conditional clips (fixed seeds/labels), decode, time, FVD."""
-    from walt.checkpoint import load_checkpoint
-    from walt.autoencoder import LatentStats
-    from walt.denoiser import WALT
-    from walt.diffusion.schedule import DiffusionConfig, DiffusionSchedule
-    from walt.config import config_from_dict
+    from walt.cascade.stage import Stage
     from walt.eval.fvd import fvd
+    from walt.io import write_frame_grid_png
     from walt.pipeline import generate
 
-    state = load_checkpoint(walt_folder / "walt_ema.safetensors", map_location=device)
-    net = WALT.from_checkpoint_state(state).to(device).eval()
-    schedule = DiffusionSchedule(config_from_dict(DiffusionConfig, state["diffusion_config"]))
-    stats = LatentStats.from_dict(state["latent_stats"])
+    stage = Stage.load(walt_folder / "walt_ema.safetensors").to(device)
+    net, schedule, stats = stage.net, stage.schedule, stage.latent_stats
     n, nc = cfg.fake_clips, net.config.num_classes
     shape = (net.config.in_channels, *net.config.input_size)
     generate(net, schedule, (1, *shape), steps=2, seeds=[0])  # warm-up
@@ -275,8 +250,6 @@ def generate_stage(cfg: StudyConfig, walt_folder: Path, vae, device: torch.devic
             "sample_steps": cfg.sample_steps, "fvd": None}
     if i3d is not None:
         info["fvd"] = fvd(real_feats, features(i3d, fake, cfg))
-    from walt.io import write_frame_grid_png
-
     write_frame_grid_png(walt_folder / "samples.png", fake[:8])
     return info
 

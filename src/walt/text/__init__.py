@@ -30,18 +30,7 @@ from walt.text.encoders import (
 )
 
 __all__ = [
-    "TextEncoder",
-    "TextEncoderError",
-    "MiniLMTextEncoder",
-    "T5TextEncoder",
-    "TEXT_ENCODERS",
-    "register_text_encoder",
-    "build_text_encoder",
-    "weights_fingerprint",
-    "cache_text_embeddings",
-    "has_text_embeddings",
-    "TextEmbeddings",
-    "null_text",
-    "prompt_kwargs",
-    "DEFAULT_SUBDIR",
+    "TextEncoder", "TextEncoderError", "MiniLMTextEncoder", "T5TextEncoder", "TEXT_ENCODERS",
+    "register_text_encoder", "build_text_encoder", "weights_fingerprint", "cache_text_embeddings",
+    "has_text_embeddings", "TextEmbeddings", "null_text", "prompt_kwargs", "DEFAULT_SUBDIR",
 ]

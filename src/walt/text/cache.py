@@ -265,6 +265,9 @@ class TextEmbeddings:
         if self.index.get("format") != TEXT_CACHE_FORMAT:
             raise ValueError(f"{path} is not a walt text cache (format={self.index.get('format')!r})")
         self.encoder_info: dict[str, Any] = self.index["encoder"]
+        # What training and sampling check the features by: width, encoder, latent cache.
+        self.dim, self.weights_id = int(self.encoder_info["dim"]), str(self.encoder_info["weights_id"])
+        self.encoder_name, self.vae_sha256 = str(self.encoder_info["name"]), str(self.index["vae_sha256"])
         if weights_id is not None and weights_id != self.weights_id:
             raise ValueError(f"the text embeddings in {folder} come from another encoder (weights "
                              f"{self.weights_id[:12]} != {weights_id[:12]}); re-cache them with this encoder")
@@ -288,22 +291,6 @@ class TextEmbeddings:
 
     def __len__(self) -> int:
         return self._tokens.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return int(self.encoder_info["dim"])
-
-    @property
-    def weights_id(self) -> str:
-        return str(self.encoder_info["weights_id"])
-
-    @property
-    def encoder_name(self) -> str:
-        return str(self.encoder_info["name"])
-
-    @property
-    def vae_sha256(self) -> str:
-        return str(self.index["vae_sha256"])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._tokens[i].float(), self._mask[i].clone()

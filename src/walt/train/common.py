@@ -16,6 +16,7 @@ import random
 import re
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -103,6 +104,18 @@ def warmup_cosine_scheduler(
 
 
 # ----------------------------------------------------------------------------- gradients / losses
+
+
+@dataclass
+class TrainResult:
+    """What a training loop returns (`train_vae`, `train_denoiser`)."""
+
+    step: int  # completed steps
+    metrics: dict[str, float]  # the last logged row
+    checkpoint: Path | None  # newest training-state checkpoint
+    model_path: Path | None  # final raw weights (only when the run reached cfg.steps)
+    ema_path: Path | None  # final EMA weights
+    interrupted: bool = False  # stopped early by SIGTERM / SIGINT or `stop_at` (a checkpoint was written)
 
 
 class NonFiniteLossError(RuntimeError):

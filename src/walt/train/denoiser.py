@@ -43,20 +43,8 @@ from walt.config import config_to_dict
 from walt.diffusion.loss import diffusion_loss
 from walt.diffusion.schedule import DiffusionSchedule
 from walt.train.batches import LatentBatches
-from walt.train.common import (
-    EMA,
-    NonFiniteLossError,
-    autocast_for,
-    capture_rng_state,
-    check_finite,
-    check_parallel,
-    checkpoint_path,
-    restore_rng_state,
-    resume_point,
-    run_steps,
-    save_training_state,
-    warmup_cosine_scheduler,
-)
+from walt.train.common import (EMA, autocast_for, capture_rng_state, check_finite, check_parallel, checkpoint_path,
+                               restore_rng_state, resume_point, run_steps, save_training_state, warmup_cosine_scheduler)
 from walt.train.denoiser_config import DenoiserTrainConfig, DenoiserTrainResult, check_resumable
 from walt.train.denoiser_outputs import TrainLog, write_samples
 from walt.train.distributed import all_reduce_mean, barrier, get_rank, get_world_size, is_main
@@ -71,8 +59,7 @@ from walt.train.parallelize import (
     wrap_model,
 )
 
-__all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "NonFiniteLossError", "train_denoiser", "denoise",
-           "SuperResolution"]
+__all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "train_denoiser", "denoise", "SuperResolution"]
 
 Objective = Callable[..., "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 

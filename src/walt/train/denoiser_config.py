@@ -15,6 +15,7 @@ from typing import Literal, Optional
 from walt.config import config_to_dict
 from walt.diffusion.loss import DiffusionLossConfig
 from walt.diffusion.schedule import DiffusionConfig
+from walt.train.common import TrainResult
 
 __all__ = ["DenoiserTrainConfig", "DenoiserTrainResult", "RESUMABLE_CHANGES", "check_resumable"]
 
@@ -84,14 +85,7 @@ class DenoiserTrainConfig:
             raise ValueError(f"DenoiserTrainConfig.image_batch_size must be >= 1, got {self.image_batch_size}")
 
 
-@dataclass
-class DenoiserTrainResult:
-    step: int  # completed steps
-    metrics: dict[str, float]  # the last logged row
-    checkpoint: Path | None  # newest training-state checkpoint
-    model_path: Path | None  # final raw weights (only when the run reached cfg.steps)
-    ema_path: Path | None  # final EMA weights
-    interrupted: bool = False  # stopped early by SIGTERM / SIGINT or `stop_at` (a checkpoint was written)
+DenoiserTrainResult = TrainResult  # what `train_denoiser` returns
 
 
 def check_resumable(state: dict, cfg: DenoiserTrainConfig, walt_config: dict, vae_hash: str, ckpt: Path,

@@ -48,20 +48,8 @@ from torch import Tensor
 from walt.autoencoder.discriminator import Discriminator3D
 from walt.autoencoder.losses import VAELoss
 from walt.config import config_to_dict
-from walt.train.common import (
-    EMA,
-    NonFiniteLossError,
-    autocast_for,
-    capture_rng_state,
-    check_finite,
-    check_parallel,
-    checkpoint_path,
-    restore_rng_state,
-    resume_point,
-    run_steps,
-    save_training_state,
-    warmup_cosine_scheduler,
-)
+from walt.train.common import (EMA, autocast_for, capture_rng_state, check_finite, check_parallel, checkpoint_path,
+                               restore_rng_state, resume_point, run_steps, save_training_state, warmup_cosine_scheduler)
 from walt.train.distributed import all_reduce_mean, barrier, get_rank, get_world_size, is_main
 from walt.train.metrics_log import MetricsLog
 from walt.train.parallelize import apply_training_wrappers, clip_grad_norm, wrap_model
@@ -73,7 +61,7 @@ from walt.train.vae_step import discriminator_pass, generator_pass
 
 BatchFn = Callable[[int], Tensor]
 
-__all__ = ["VAETrainConfig", "VAETrainResult", "NonFiniteLossError", "train_vae", "LOG_COLUMNS"]
+__all__ = ["VAETrainConfig", "VAETrainResult", "train_vae", "LOG_COLUMNS"]
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -154,7 +142,7 @@ def train_vae(
     if completed < cfg.steps:
         return VAETrainResult(completed, row, last_ckpt, None, None, interrupted=True)
     vae_path, ema_path = run.export(completed)
-    return VAETrainResult(step=completed, metrics=row, checkpoint=last_ckpt, vae_path=vae_path, ema_path=ema_path)
+    return VAETrainResult(completed, row, last_ckpt, vae_path, ema_path)
 
 
 class _VAERun:

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from walt.autoencoder.discriminator import DiscriminatorConfig
 from walt.autoencoder.losses import VAELossConfig
 from walt.config import config_to_dict
+from walt.train.common import TrainResult
 
 __all__ = ["VAETrainConfig", "VAETrainResult", "LOG_COLUMNS", "check_resumable", "FSDP_REFUSAL"]
 
@@ -103,14 +104,12 @@ class VAETrainConfig:
             raise ValueError(f"VAETrainConfig.perceptual must be 'none' or 'i3d', got {self.perceptual!r}")
 
 
-@dataclass
-class VAETrainResult:
-    step: int  # completed steps
-    metrics: dict[str, float]  # the last logged row
-    checkpoint: Path | None  # last training-state checkpoint
-    vae_path: Path | None  # final raw weights (only when the run reached cfg.steps)
-    ema_path: Path | None  # final EMA weights
-    interrupted: bool = False  # stopped early by SIGTERM / SIGINT or `stop_at` (a checkpoint was written)
+class VAETrainResult(TrainResult):
+    """What `train_vae` returns; `vae_path` is the final raw autoencoder (`model_path`)."""
+
+    @property
+    def vae_path(self) -> Path | None:
+        return self.model_path
 
 
 def check_resumable(state: dict, cfg: VAETrainConfig, vae_config: dict, ckpt: Path) -> None:

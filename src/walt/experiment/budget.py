@@ -1,4 +1,4 @@
-"""Wall-clock budgeting of `walt demo`: training stages that end at a deadline, not a step count.
+"""Wall-clock budgets: training stages that end at a deadline, or get the steps that fit a time.
 
 A training stage first runs `calibration_steps` steps (all inside the LR warmup, so timing them
 changes nothing about the run), reads their per-step time from the trainer's log, and sets its
@@ -10,6 +10,9 @@ Work that has to happen *between* training segments (the FVD evaluations of the 
 fractions of its run, `walt.demo.fvd`) is planned here too: segments end exactly at those steps,
 the caller's hook runs there, and the time still owed to the evaluations to come (`reserve`) is
 kept free before the deadline, so the stage as a whole still ends on time.
+
+The other way to spend a budget: time a few steps, then train a fixed number of them
+(`steps_in`); the studies give every row the same minutes that way, so rows stay comparable.
 """
 
 from __future__ import annotations
@@ -20,16 +23,14 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-
-def _say(msg: str) -> None:
-    print(f"[walt demo] {msg}", flush=True)
+__all__ = ["clock", "read_log", "seconds_per_step", "steps_in", "steps_until", "checkpoint_steps", "train_to_deadline"]
 
 
-def _clock(t: float) -> str:
+def clock(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
-def _read_log(path: Path) -> list[dict[str, float]]:
+def read_log(path: Path) -> list[dict[str, float]]:
     """A trainer's log.csv as a list of float rows (empty cells dropped)."""
     if not path.is_file():
         return []
@@ -37,7 +38,7 @@ def _read_log(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def _seconds_per_step(rows: list[dict[str, float]], batch: int, key: str) -> float:
+def seconds_per_step(rows: list[dict[str, float]], batch: int, key: str) -> float:
     """Median seconds per step of the logged steps after the first (which pays one-time costs)."""
     per = []
     for r in rows[1:] if len(rows) > 1 else rows:
@@ -50,7 +51,12 @@ def _seconds_per_step(rows: list[dict[str, float]], batch: int, key: str) -> flo
     return statistics.median(per)
 
 
-def _steps_until(deadline: float, done: int, sec_per_step: float, minimum: int, margin: float = 0.03) -> int:
+def steps_in(seconds: float, sec_per_step: float, minimum: int = 1) -> int:
+    """The steps that fit `seconds` at the measured pace (at least `minimum`)."""
+    return max(minimum, int(seconds / max(sec_per_step, 1e-9)))
+
+
+def steps_until(deadline: float, done: int, sec_per_step: float, minimum: int, margin: float = 0.03) -> int:
     """Total step count that ends by `deadline` given the measured pace (>= `minimum`, >= `done`)."""
     left = max(0.0, deadline - time.time()) * (1.0 - margin)
     return max(minimum, done, done + int(left / max(sec_per_step, 1e-6)))
@@ -65,7 +71,8 @@ def checkpoint_steps(fractions: Sequence[float], total: int, done: int) -> list[
 def train_to_deadline(train_until: Callable[[int, int | None], int], pace: Callable[[int], float], deadline: float,
                       calibration_steps: int, min_steps: int, name: str, max_segment: float = 60.0,
                       checkpoints: Sequence[float] = (), on_checkpoint: Callable[[int], None] | None = None,
-                      reserve: Callable[[int], float] = lambda pending: 0.0) -> int:
+                      reserve: Callable[[int], float] = lambda pending: 0.0,
+                      say: Callable[[str], None] = print) -> int:
     """Drive a resumable trainer so that it ends at `deadline`; returns the final step count.
 
     `train_until(total, stop_at)` trains (resuming) towards a run of `total` steps and returns
@@ -85,12 +92,12 @@ def train_to_deadline(train_until: Callable[[int, int | None], int], pace: Calla
     fractions = sorted(f for f in checkpoints if 0.0 < f < 1.0) if on_checkpoint is not None else []
 
     def plan(done: int, sec: float) -> int:
-        return _steps_until(deadline - reserve(len(fractions)), done, sec, min_steps)
+        return steps_until(deadline - reserve(len(fractions)), done, sec, min_steps)
 
     done = train_until(10**7, calibration_steps)
     sec = pace(0)
     total = plan(done, sec)
-    _say(f"  {name}: {sec:.3f} s/step measured -> {total} steps (until ~{_clock(time.time() + (total - done) * sec)})")
+    say(f"  {name}: {sec:.3f} s/step measured -> {total} steps (until ~{clock(time.time() + (total - done) * sec)})")
     while True:
         # Checkpoints the calibration (or a faster pace) already passed are due now.
         while fractions and round(fractions[0] * total) <= done:
@@ -112,6 +119,6 @@ def train_to_deadline(train_until: Callable[[int, int | None], int], pace: Calla
             on_checkpoint(done)
         new_total = plan(done, sec)
         if abs(new_total - total) > 0.05 * total:
-            _say(f"  {name}: now {sec:.3f} s/step at step {done} -> {new_total} steps")
+            say(f"  {name}: now {sec:.3f} s/step at step {done} -> {new_total} steps")
         total = new_total
     return train_until(total, None)

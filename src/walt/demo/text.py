@@ -1,10 +1,10 @@
 """Text-to-video in miniature: prompts -> videos on the built-in captioned dataset, within a budget.
 
     walt demo --text                                       # the main demo + this stage (--text-minutes)
-    from walt.text.demo import text_demo
+    from walt.demo.text import text_demo
     summary = text_demo("runs/t2v-demo", minutes=15, device="cpu")      # standalone: trains its own autoencoder
 
-Stages (the main demo's machinery, `walt.demo`, with text conditioning in the denoiser):
+Stages (the main demo's, with text conditioning in the denoiser):
   1. the causal autoencoder and the latent cache of the demo's clips: `walt demo --text` reuses the
      main demo's (`text_stage`); `text_demo` trains / encodes its own (or takes `vae=`);
   2. the cache's captions through the frozen text encoder (all-MiniLM-L6-v2 offline by default;
@@ -23,12 +23,17 @@ so how well a sample follows its prompt can be judged by eye against the real cl
 
 from __future__ import annotations
 
-import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from walt.demo.stages import build_walt, say, walt_train_config
+from walt.experiment import recipes
+from walt.experiment.budget import read_log
+from walt.io import write_json
 
 __all__ = ["text_demo", "text_stage", "heldout_prompts"]
 
@@ -71,87 +76,71 @@ def text_stage(cfg, out: str | Path, vae, device: str | torch.device, seed: int 
     Returns: a JSON-able summary (also written to out/text_summary.json).
     """
     from walt.data.latent_dataset import LatentDataset
-    from walt.io import write_gif, write_mp4
-    from walt.demo.budget import _read_log, _say, _seconds_per_step, train_to_deadline
-    from walt.demo.plots import save_labelled_grid, side_by_side
-    from walt.denoiser import WALT
-    from walt.diffusion import DiffusionLossConfig, DiffusionSchedule
-    from walt.pipeline import generate
-    from walt.text import TextEmbeddings, build_text_encoder, cache_text_embeddings, null_text
-    from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
+    from walt.text import TextEmbeddings, build_text_encoder, cache_text_embeddings
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
-    t0, budget = time.time(), minutes * 60.0
-    device, out = torch.device(device), Path(out)
+    t0, device, out = time.time(), torch.device(device), Path(out)
     guidance_scale = cfg.text_guidance_scale if guidance_scale is None else float(guidance_scale)
     vae_net = _resolve_vae(vae, device)
     enc = encoder if encoder is not None else build_text_encoder(cfg.text_encoder, device=device)
     summary: dict[str, Any] = {"minutes": minutes, "device": str(device), "text_encoder": enc.name,
                                "guidance_scale": guidance_scale}
-
-    # ---- caption features into the cache's sidecar (resumable; redone for another encoder) ----
+    # caption features into the cache's sidecar (resumable; redone for another encoder)
     t = time.time()
     cache_text_embeddings(out / "cache", enc, progress=progress)
     summary["text_cache_seconds"] = time.time() - t
     ds, text = LatentDataset(out / "cache"), TextEmbeddings(out / "cache", weights_id=enc.weights_id)
     summary["text_features"] = {**text.encoder_info, "max_tokens": text.max_tokens}
-
-    # ---- the text-conditioned denoiser, trained to the deadline ----
-    c, t_lat, h, w = ds.latent_shape
-    torch.manual_seed(seed)
-    net = WALT.from_preset(
-        "tiny", input_size=(t_lat, h, w), in_channels=c, num_classes=0, text_dim=text.dim,
-        spatial_window=(1, h, w), spatiotemporal_window=(t_lat, max(1, h // 2), max(1, w // 2)), **cfg.walt_kwargs(),
-    ).to(device)
-    folder = out / "walt_text"
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-    batch = min(cfg.walt_batch_size, len(ds))
-
-    def tcfg(steps: int, log_every: int) -> DenoiserTrainConfig:
-        return DenoiserTrainConfig(
-            steps=steps, batch_size=batch, lr=cfg.walt_lr, warmup_steps=cfg.walt_warmup_steps,
-            ema_decay=cfg.walt_ema_decay, log_every=log_every, ckpt_every=10**9, keep_checkpoints=1, seed=seed,
-            tensorboard=False, loss=DiffusionLossConfig(p_uncond_text=0.1),
-            diffusion=cfg.diffusion_config(),
-        )
-
-    def train_until(total: int, stop_at: int | None) -> int:
-        net.zero_grad(set_to_none=True)
-        log_every = 1 if total >= 10**7 else max(1, min(10, total // 100))
-        return train_denoiser(tcfg(total, log_every), net, ds, folder, progress=progress, stop_at=stop_at,
-                              text_embeddings=text).step
-
-    def pace(since: int) -> float:
-        return _seconds_per_step([r for r in _read_log(folder / "log.csv") if r["step"] > since], batch,
-                                 "sec_per_step")
-
-    _say(f"  text: training W.A.L.T with {text.encoder_name} text cross-attention")
-    t_walt = time.time()
-    deadline = t0 + (1.0 - cfg.final_fraction) * budget
-    steps = train_to_deadline(train_until, pace, deadline, cfg.calibration_steps, cfg.walt_min_steps, "text denoiser")
-    rows = _read_log(folder / "log.csv")
-    summary["walt"] = {"seconds": time.time() - t_walt, "steps": steps, "params": sum(p.numel() for p in net.parameters()),
-                       "first_loss": rows[0]["loss"], "final_loss": sum(r["loss"] for r in rows[-5:]) / len(rows[-5:]),
-                       "clips_per_s": sorted(r["clips_per_s"] for r in rows)[len(rows) // 2]}
-
-    # ---- held-out prompts -> videos, unguided and guided ----
+    summary["walt"], schedule = _train(cfg, out, ds, text, device, seed, t0 + (1.0 - cfg.final_fraction) * minutes * 60,
+                                       progress)
     t_sample = time.time()
-    ema = WALT.load(folder / "walt_ema.safetensors").to(device).eval()
+    summary.update(_prompts_to_videos(cfg, out, vae_net, enc, ds.stats, schedule, seed, guidance_scale, device))
+    summary.update(sample_seconds=time.time() - t_sample, seconds=time.time() - t0)
+    write_json(out / "text_summary.json", summary, default=str)
+    return summary
+
+
+def _train(cfg, out: Path, ds, text, device, seed: int, deadline: float, progress: bool):
+    """(stage record, diffusion schedule) of the text-conditioned denoiser, trained to `deadline`."""
+    from walt.diffusion import DiffusionLossConfig, DiffusionSchedule
+
+    torch.manual_seed(seed)
+    net = build_walt(cfg, ds.latent_shape, num_classes=0, frame_conditioning=False, text_dim=text.dim).to(device)
+    tcfg = walt_train_config(cfg, seed, min(cfg.walt_batch_size, len(ds)), DiffusionLossConfig(p_uncond_text=0.1))
+    say(f"  text: training W.A.L.T with {text.encoder_name} text cross-attention")
+    t0 = time.time()
+    steps = recipes.train_walt_to_deadline(net, ds, out / "walt_text", tcfg, deadline, cfg.calibration_steps,
+                                           cfg.walt_min_steps, progress, "text denoiser", say, text=text)
+    rows = read_log(out / "walt_text" / "log.csv")
+    record = {"seconds": time.time() - t0, "steps": steps, "params": sum(p.numel() for p in net.parameters()),
+              "first_loss": rows[0]["loss"], "final_loss": sum(r["loss"] for r in rows[-5:]) / len(rows[-5:]),
+              "clips_per_s": sorted(r["clips_per_s"] for r in rows)[len(rows) // 2]}
+    return record, DiffusionSchedule(tcfg(1, 1).diffusion)
+
+
+@torch.no_grad()
+def _prompts_to_videos(cfg, out: Path, vae, enc, stats, schedule, seed: int, guidance_scale: float,
+                       device) -> dict[str, Any]:
+    """Held-out prompts -> videos of the EMA denoiser, unguided and guided; grids, MP4 / GIF, prompts.json."""
+    from walt.cascade.stage import Stage
+    from walt.demo.plots import save_labelled_grid, side_by_side
+    from walt.io import write_gif, write_mp4
+    from walt.pipeline import generate
+    from walt.text import null_text
+
+    ema = Stage.load(out / "walt_text" / "walt_ema.safetensors").to(device).net
     prompts, real = heldout_prompts(cfg, seed)
-    tokens, mask = enc.encode(prompts)
-    u_tok, u_mask = null_text(*tokens.shape, device=tokens.device)
     seeds = [seed * 100_003 + i for i in range(len(prompts))]
-    schedule = DiffusionSchedule(tcfg(1, 1).diffusion)
+    tokens, mask = enc.encode(prompts)  # (N, L, D), (N, L); the no-text branch for the guided samples
+    u_tok, u_mask = null_text(*tokens.shape, device=tokens.device)
+    text = {"text": tokens, "text_mask": mask, "uncond_text": u_tok, "uncond_text_mask": u_mask}
+    shape = (len(prompts), ema.config.in_channels, *ema.config.input_size)
     videos = {}
     for g in dict.fromkeys((1.0, guidance_scale)):
-        z = generate(ema, schedule, (len(prompts), c, t_lat, h, w), sampler=cfg.sampler, steps=cfg.sample_steps,
-                     seeds=seeds, text=tokens, text_mask=mask, uncond_text=u_tok, uncond_text_mask=u_mask,
-                     guidance_scale=g, latent_stats=ds.stats)  # (N, c, t, h, w) raw VAE space
-        with torch.no_grad():
-            videos[g] = vae_net.decode(z.to(device)).float().clamp(-1, 1).cpu()  # (N, 3, T, H, W)
+        z = generate(ema, schedule, shape, sampler=cfg.sampler, steps=cfg.sample_steps, seeds=seeds, guidance_scale=g,
+                     latent_stats=stats, **text)  # (N, c, t, h, w) raw VAE space
+        videos[g] = vae.decode(z.to(device)).float().clamp(-1, 1).cpu()  # (N, 3, T, H, W)
     samples = out / "text_samples"
     shutil.rmtree(samples, ignore_errors=True)
     samples.mkdir()
@@ -159,21 +148,17 @@ def text_stage(cfg, out: str | Path, vae, device: str | torch.device, seed: int 
     grids, files = [], [[] for _ in prompts]
     for g, vids in videos.items():
         grids.append(f"text_samples/grid_guidance{g:g}.png")
-        rows_ = torch.stack([side_by_side(r, v) for r, v in zip(real, vids)])  # real | sample
-        save_labelled_grid(out / grids[-1], rows_, prompts, label_width=width)
+        save_labelled_grid(out / grids[-1], torch.stack([side_by_side(r, v) for r, v in zip(real, vids)]), prompts,
+                           label_width=width)  # rows: real | sample
         for i, v in enumerate(vids):
             stem = f"prompt{i:02d}_guidance{g:g}"
             write_gif(samples / f"{stem}.gif", v, fps=cfg.fps)
             write_mp4(samples / f"{stem}.mp4", v, fps=cfg.fps)
             files[i] += [f"{stem}.gif", f"{stem}.mp4"]
-    (samples / "prompts.json").write_text(json.dumps(
-        [{"prompt": p, "seed": s, "gifs": [f for f in fs if f.endswith(".gif")], "videos": fs}
-         for p, s, fs in zip(prompts, seeds, files)], indent=2))
-    summary.update(prompts=prompts, grids=grids, samples="text_samples", guidance_scales=list(videos),
-                   sample_seconds=time.time() - t_sample, seconds=time.time() - t0)
-    (out / "text_summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    _say(f"  text: wrote {len(prompts)} prompt(s) x {len(videos)} guidance scale(s) to {samples}")
-    return summary
+    write_json(samples / "prompts.json", [{"prompt": p, "seed": s, "gifs": [f for f in fs if f.endswith(".gif")],
+                                          "videos": fs} for p, s, fs in zip(prompts, seeds, files)])
+    say(f"  text: wrote {len(prompts)} prompt(s) x {len(videos)} guidance scale(s) to {samples}")
+    return {"prompts": prompts, "grids": grids, "samples": "text_samples", "guidance_scales": list(videos)}
 
 
 def text_demo(
@@ -200,9 +185,8 @@ def text_demo(
         guidance_scale: classifier-free guidance of the guided samples (the unguided ones use 1).
     Returns: a summary dict (also written to out_dir/text_summary.json).
     """
-    from walt.demo.budget import _say
     from walt.demo.config import demo_config
-    from walt.demo.stages import encode_stage, load_demo_vae, train_vae_stage
+    from walt.demo.stages import autoencoder_stage, cache_stage, load_demo_vae
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")
@@ -212,15 +196,15 @@ def text_demo(
     t0, budget = time.time(), minutes * 60.0
     first: dict[str, Any] = {"preset": preset}
     if vae is None:
-        _say("text demo: training the autoencoder")
-        first["vae"] = train_vae_stage(cfg, out, device, seed, t0 + cfg.vae_fraction * budget, progress)
+        say("text demo: training the autoencoder")
+        first["vae"] = autoencoder_stage(cfg, out, device, seed, t0 + cfg.vae_fraction * budget, progress)
         vae_net = load_demo_vae(out, device)
     else:
         vae_net = _resolve_vae(vae, device)
-    _say("text demo: encoding the latent cache and the captions")
-    first["cache"] = encode_stage(cfg, out, vae_net, device, seed, progress)
+    say("text demo: encoding the latent cache and the captions")
+    first["cache"] = cache_stage(cfg, out, vae_net, device, seed, progress)
     left = max(budget - (time.time() - t0), 1.0) / 60.0
     summary = {**first, **text_stage(cfg, out, vae_net, device, seed, minutes=left, progress=progress)}
     summary.update(minutes=minutes, seconds=time.time() - t0)
-    (out / "text_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_json(out / "text_summary.json", summary, default=str)
     return summary

@@ -1,7 +1,8 @@
-"""Shared helpers of the benchmarks: timing, peak memory, FLOP counting, machine description.
+"""What the benchmarks measure with: timing, peak memory, FLOP counting, the fastest dtype.
 
 These live in the installed package (not in `benchmarks/`) so that `walt bench` works from a wheel;
-the scripts in `benchmarks/` are thin wrappers around `walt.bench`.
+the scripts in `benchmarks/` are thin wrappers around `walt.bench`. The machine description is
+`walt.experiment.machine`'s (every experiment states it the same way).
 
 Conventions every benchmark follows:
   * timing: untimed warm-up call(s) first, then the median of timed calls, each ended by
@@ -24,65 +25,15 @@ import ctypes
 import ctypes.util
 import gc
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
-
-
-# --- where the numbers were measured ---------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (/proc/cpuinfo on Linux, else what `platform` knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def load_average() -> list[float] | None:
-    """1, 5 and 15 minute load averages (None where the OS has none): how busy the machine was."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:
-    """Everything about the machine a benchmark table must state (JSON-able)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    info: dict[str, Any] = {
-        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": usable,
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
-        "device": str(device), "load_average": load_average(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-        if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names else None,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def machine() -> str:
-    """A one-line description of where the numbers were measured."""
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
-    return f"{os.cpu_count()}-core CPU ({cpu_model()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 # --- timing ----------------------------------------------------------------------------------
