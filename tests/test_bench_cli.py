@@ -152,7 +152,7 @@ def test_suite_sizes_build_their_settings(name):
 
 def test_fastest_dtype_never_picks_bf16_whose_kernels_fail(monkeypatch):
     """A fast bf16 matmul is not enough: the attention / convolution kernels must run in bf16 too."""
-    import walt.bench.measure as common
+    import walt.train.precision as common
 
     assert isinstance(common.bf16_kernels_work("cpu"), bool)
     monkeypatch.setattr(common, "bf16_kernels_work", lambda device: False)

@@ -47,6 +47,19 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     assert m["stages"]["vae"]["steps"] >= 2 and m["stages"]["walt"]["steps"] >= 2  # the minimum steps
     assert [r["class"] for r in m["motion_energy"]] == list(classes)
 
+    # The motion-class score: accuracies in [0, 1], its confusion matrix, label influence; a page to look at.
+    ca = m["class_accuracy"]
+    assert all(0 <= ca[k] <= 1 for k in ("generated", "reconstructed", "real")) and set(ca["per_class"]) == set(classes)
+    assert m["pretrained_autoencoder"] is False and "swap" in m["label_influence"] and _nonempty(out / "confusion_matrix.png")
+    page = (out / "report.html").read_text()
+    assert "data:image/gif;base64," in page and "data:image/png;base64," in page and "src='samples/" not in page
+    assert "Motion-class score" in report
+    assert main(["eval", "classes", "--ckpt", str(out / "walt"), "--vae", str(out / "vae" / "vae.safetensors"),
+                 "--demo", str(out), "--out", str(tmp_path / "ev"), "--samples-per-class", "1", "--heldout-clips", "4",
+                 "--steps", "2", "--classifier-clips", "8", "--classifier-steps", "2", "--no-progress"]) == 0
+    ev = json.loads((tmp_path / "ev" / "classes.json").read_text())
+    assert ev["class_accuracy"]["generated_clips"] == len(classes) and _nonempty(tmp_path / "ev" / "confusion_matrix.png")
+
     # FVD was turned off (the real I3D costs ~1 s per clip here: see the slow test below): the report says so.
     assert m["stages"]["walt"]["fvd"] == {"skipped": "turned off (fvd_clips = 0, --no-fvd)"}
     assert "FVD skipped: turned off" in report and not (out / "fvd_curve.png").exists()
@@ -259,3 +272,69 @@ def test_demo_fvd_plumbing_with_a_stand_in_network():
     assert not f.final and "no FVD of the trained denoiser" in f.notes[-1]
     md = render_markdown(_fvd_blocks({"stages": {"walt": {"fvd": s}}}))
     assert "| 7 | EMA |" in md and "real vs real" in md and s["protocol"]["hash"] in md
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), pytest.param("SIGINT", 130, marks=pytest.mark.slow)])
+def test_demo_stops_on_a_signal_and_resumes(tmp_path, sig, code):
+    """A signal ends `walt demo` after the current step: a checkpoint, one stderr line, exit 143 / 130;
+    `--resume` then continues the interrupted stage from its checkpoint and finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # A long budget: the denoiser stage would run for minutes, so only the signal can end it early.
+    cmd = [sys.executable, "-m", "walt", *SMOKE[:2], "--minutes", "3", *SMOKE[4:], *NO_FVD, "--set", "vae_fraction=0.03",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until the denoiser trains, then signal it
+        lines.append(line)
+        if "denoiser:" in line and "s/step measured" in line:
+            time.sleep(1.0)
+            proc.send_signal(getattr(signal, sig))
+            break
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, "".join(lines) + rest + err
+    err_lines = [x for x in err.splitlines() if x.strip()]
+    assert len(err_lines) == 1 and sig in err_lines[0] and "--resume" in err_lines[0], err
+    stopped = json.loads((out / "interrupted.json").read_text())
+    assert stopped["signal"] == sig and stopped["stage"] == "walt" and stopped["elapsed_s"] > 0
+    ckpts = sorted((out / "walt" / "checkpoints").glob("step_*.safetensors"))
+    assert ckpts and not (out / "report.md").exists()
+    stopped_step = int(ckpts[-1].stem.split("_")[1])
+
+    done = subprocess.run(cmd[:-2] + ["--out", str(out), "--resume", "--minutes", "0.5"], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("reused") == 2 and "resuming stage 'walt'" in done.stdout  # vae, cache
+    assert (out / "report.md").is_file() and not (out / "interrupted.json").exists()
+    steps = json.loads((out / "metrics.json").read_text())["stages"]["walt"]["steps"]
+    assert steps >= stopped_step
+    with open(out / "walt" / "log.csv") as f:  # one log, continued: no step trained twice
+        logged = [int(float(r.split(",")[0])) for r in f.read().splitlines()[1:]]
+    assert logged == sorted(set(logged)) and logged[-1] <= steps
+
+
+def test_demo_uses_a_pretrained_autoencoder_made_for_its_settings(tmp_path, capsys):
+    """`--make-autoencoder` writes one; a run with the same settings skips stage 1 with it, other settings
+    (or --from-scratch) train their own, and the report and metrics say which was used."""
+    from walt.demo.pretrained import pretrained_for, sha256
+
+    asset = tmp_path / "vae.safetensors"
+    assert main(["demo", "--smoke", "--make-autoencoder", str(asset), "--minutes", "0.05", "--no-progress",
+                 "--threads", "1"]) == 0
+    assert f"sha256 {sha256(asset)}" in capsys.readouterr().out
+    cfg = demo_config("smoke", fvd_clips=0)
+    assert pretrained_for(cfg, 0, asset)[0] == asset
+    assert "seed" in pretrained_for(cfg, 1, asset)[1] and "shape_scale" in pretrained_for(
+        demo_config("smoke", shape_scale=1.1), 0, asset)[1]
+    from walt.demo import run_demo
+
+    s = run_demo(cfg, tmp_path / "run", minutes=0.15, progress=False, preset="smoke", pretrained=asset)
+    assert s["pretrained_autoencoder"] is True and s["stages"]["vae"]["sha256"] == sha256(asset)
+    assert "pretrained" in (tmp_path / "run" / "report.md").read_text()
+    with pytest.raises(Exception, match="other settings"):  # the folder holds a run with the pretrained one
+        run_demo(cfg, tmp_path / "run", minutes=0.15, progress=False, preset="smoke", pretrained=False)

@@ -56,6 +56,12 @@ def write_json(path: str | Path, data: Any, **dumps_kwargs: Any) -> Path:
     return Path(path)
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON document at `path`, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 # ----------------------------------------------------------------------------- videos
 
 

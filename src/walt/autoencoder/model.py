@@ -259,24 +259,30 @@ class CausalVAE(nn.Module):
         return self._stream(self.decoder, z, chunk_frames, 1, "latent frames", out_frames)
 
     def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None):
+                noise: torch.Tensor | None = None, decoder_noise: float = 0.0):
         """Training pass: x (B,3,T,H,W) -> (recon (B,3,T,H,W), mean, logvar) with logvar None if kl=False.
 
         With kl=True and `sample_posterior`, the decoder sees z = mean + exp(logvar / 2) * eps
-        (reparameterisation); otherwise it sees the mean. eps is `noise` (B, c, t, h, w) when given
-        (the training loop draws it per global batch, so it does not depend on how the batch is
-        split over ranks and micro-batches), else drawn from `generator`.
+        (reparameterisation); otherwise it sees the mean. `decoder_noise` = s > 0 (kl=False) makes
+        it see z = mean + s * std(mean) * eps instead, std per clip: a decoder trained so renders
+        latents a little off the encoder's (a denoiser's samples) as clean clips. eps is `noise`
+        (B, c, t, h, w) when given (the training loop draws it per global batch, so it does not
+        depend on how the batch is split over ranks and micro-batches), else drawn from `generator`.
         """
         mean, logvar = self.encode_posterior(x)
         z = mean
-        if logvar is not None and sample_posterior:
+        if (logvar is not None or decoder_noise > 0) and sample_posterior:
             if noise is not None:
                 if noise.shape != mean.shape:
                     raise ValueError(f"noise has shape {tuple(noise.shape)} but the posterior is {tuple(mean.shape)}")
                 eps = noise.to(mean.dtype)
             else:
                 eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-            z = mean + torch.exp(0.5 * logvar) * eps
+            if logvar is not None:
+                z = mean + torch.exp(0.5 * logvar) * eps
+            else:
+                scale = mean.detach().flatten(1).std(dim=1).view(-1, *([1] * (mean.ndim - 1)))  # (B, 1, 1, 1, 1)
+                z = mean + decoder_noise * scale * eps
         return self.decoder(z), mean, logvar
 
     # ---- checkpoints -------------------------------------------------------------------------

@@ -5,11 +5,12 @@
     walt.bench.denoiser_nets  the networks compared at matched sizes: W.A.L.T, its full twin, Latte
     walt.bench.denoiser       window vs full attention, vs diffusers' Latte (`python -m walt.bench.denoiser`)
     walt.bench.suite          all of the above in one run: `walt bench` -> bench.json + bench.md
+    walt.bench.toy            the latent motion toy: label -> motion, in minutes (`walt bench --only toy`)
     walt.bench.cascade        seconds per cascade stage at the paper's sizes + the 512x896 decode
     walt.bench.report         the BENCHMARKS.md fragment of a `scripts/benchmarks.sh` run
 
 Modules import torch; import them lazily from the CLI.
 """
 
-SECTIONS = ("ae", "denoiser", "samplers", "peers")  # also walt.bench.suite.SECTIONS (kept torch-free here)
+SECTIONS = ("ae", "denoiser", "samplers", "peers", "toy")  # also walt.bench.suite.SECTIONS (kept torch-free here)
 SIZE_NAMES = ("tiny", "cpu", "paper")

@@ -35,6 +35,8 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from walt.train.precision import bf16_kernels_work, fastest_dtype, matmul_peak_gflops  # noqa: F401  (used by the sections)
+
 
 # --- timing ----------------------------------------------------------------------------------
 
@@ -167,53 +169,6 @@ def run_isolated(module: str, case: dict, timeout: float = 3600, cwd: str | None
 
 
 # --- FLOPs -----------------------------------------------------------------------------------
-
-
-def matmul_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
-    """The machine's measured dense matmul throughput (GFLOP/s), the denominator of FLOP utilisation.
-
-    A square (n, n) @ (n, n) product costs 2 n^3 FLOPs; median of `repeats` after 2 warm-ups.
-    """
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    s = time_fn(lambda: a @ b, device, repeats=repeats, warmup=2)
-    return 2 * n**3 / s / 1e9
-
-
-def fastest_dtype(device: torch.device | str, n: int = 256) -> tuple[str, dict[str, float]]:
-    """'bf16' or 'fp32', whichever dense matmul is faster here, and the probe's GFLOP/s.
-
-    bf16 on a GPU. On a CPU it depends on the instruction set: with AVX-512 BF16 / AMX bf16 is
-    about twice fp32, but on an AVX2-only CPU (e.g. the 2-core AMD EPYC this project is tested on)
-    bf16 matmuls run ~10-100x SLOWER than fp32, so a fixed bf16 default would time the fallback
-    kernel rather than the model. A small probe (n = 256) decides; bf16 must win by 20 %.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "bf16", {}
-    if not bf16_kernels_work(device):
-        return "fp32", {"bf16_kernels": 0.0}
-    probe = {name: matmul_peak_gflops(device, dt, n=n, repeats=3)
-             for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
-    return ("bf16" if probe["bf16"] > 1.2 * probe["fp32"] else "fp32"), probe
-
-
-def bf16_kernels_work(device: torch.device | str) -> bool:
-    """Whether the bf16 kernels the models need (attention forward/backward, 3D convolution) run here.
-
-    Fast bf16 matmuls (oneDNN/AMX) do not imply working bf16 ATen kernels: with
-    ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU the fused CPU attention raises ("pack_vnni2 is only
-    supported when avx512 is supported") while the matmul probe still favours bf16.
-    """
-    device = torch.device(device)
-    try:
-        q = torch.randn(1, 2, 64, 32, device=device, dtype=torch.bfloat16, requires_grad=True)
-        torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward()
-        x = torch.randn(1, 4, 3, 8, 8, device=device, dtype=torch.bfloat16)
-        torch.nn.functional.conv3d(x, torch.randn(4, 4, 3, 3, 3, device=device, dtype=torch.bfloat16))
-    except RuntimeError:
-        return False
-    return True
 
 
 _aten = torch.ops.aten

@@ -11,6 +11,8 @@ result, and a function in `MARKDOWN` writing its table):
             with the FLOP utilisation of the network calls
   peers     diffusers' AutoencoderKLCogVideoX and LatteTransformer3DModel at matched sizes,
             reported as walt/peer ratios (> 1: walt faster, or for memory: walt uses more)
+  toy       the latent motion toy (`walt.bench.toy`): does the demo-size denoiser move a blob the way
+            its label says (class-conditional samples, frame prediction, label influence)
 
 FLOP utilisation = FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls,
 convolutions, attention; elementwise ops, normalisations, the optimizer and the samplers' own
@@ -58,6 +60,7 @@ class SuiteSize:
     sampler_steps: tuple[int, ...] = (10, 25, 50)  # ddim and dpmpp at each
     ddpm_steps: int = 1000  # ddpm's own default (classic DDPM)
     peak_n: int = 2048  # matrix size of the matmul-peak measurement
+    toy_quick: bool = False  # the toy at smoke-test sizes (its numbers mean nothing)
 
 
 def _tiny() -> SuiteSize:
@@ -67,7 +70,7 @@ def _tiny() -> SuiteSize:
         ae_long_latents=6,
         denoiser=dict(layouts=("tiny",), width=16, depth=2, heads=2, batch=1, steps=1, repeats=1, sample_steps=2,
                       text_tokens=2, text_dim=8, dtype="fp32", peak_n=128),
-        sampler_layout="tiny", sampler_steps=(2, 4), ddpm_steps=4, peak_n=128,
+        sampler_layout="tiny", sampler_steps=(2, 4), ddpm_steps=4, peak_n=128, toy_quick=True,
     )
 
 
@@ -248,8 +251,17 @@ def _section_peers(run: _Run) -> None:
         run.result["ratios"].update(res["ratios"])
 
 
+def _section_toy(run: _Run) -> None:
+    from walt.bench.toy import ToySettings, quick, run_toy
+
+    settings = quick(ToySettings()) if run.size.toy_quick else ToySettings()
+    with run.timed("toy"):
+        run.result["toy"] = run_toy(settings, run.device, log=run.log)
+
+
 SECTIONS: dict[str, Callable[[_Run], None]] = {
     "ae": _section_ae, "denoiser": _section_denoiser, "samplers": _section_samplers, "peers": _section_peers,
+    "toy": _section_toy,
 }
 assert tuple(SECTIONS) == walt.bench.SECTIONS, "walt.bench.SECTIONS must list the sections of SECTIONS, in order"
 
@@ -371,7 +383,14 @@ MARKDOWN: dict[str, tuple[Callable[[dict], bool], Callable[[dict], list[str]]]] 
     "denoiser": (lambda r: "denoiser" in r, _md_denoiser),
     "samplers": (lambda r: "samplers" in r, _md_samplers),
     "peers": (lambda r: "latte" in r or any("cogvideox" in k for k in r["ratios"]), _md_peers),
+    "toy": (lambda r: "toy" in r, lambda r: ["## Latent motion toy", "", *_toy_md(r["toy"]), ""]),
 }
+
+
+def _toy_md(t: dict) -> list[str]:
+    from walt.bench.toy import markdown as toy_markdown
+
+    return toy_markdown(t)
 
 
 def markdown(r: dict) -> str:

@@ -169,7 +169,7 @@ def sample_cascade(
     T = base_cfg.input_size[0]
     if any(s.net.config.input_size[0] != T for s in stages):
         raise ValueError("every stage must generate the same number of latent frames per chunk")
-    f_t, f_s = int(vae.config.temporal_factor), int(vae.config.spatial_factor)
+    f_t = int(vae.config.temporal_factor)
     if any(s.net.config.in_channels != vae.config.latent_channels for s in stages):
         raise ValueError(f"the stages' latent channels do not match the autoencoder's {vae.config.latent_channels}")
     chunk = 1 + f_t * (T - 1)  # 17 pixel frames

@@ -27,7 +27,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default=None, metavar="{cpu,paper}",
                    help="workload sizes: cpu (reduced, default on CPU) or paper (ucf101 VAE + W.A.L.T-L, default on GPU)")
     p.add_argument("--only", default=None, metavar="LIST",
-                   help="comma-separated sections to run, from ae,denoiser,samplers,peers (default all)")
+                   help="comma-separated sections to run, from ae,denoiser,samplers,peers,toy (default all; toy trains two "
+                        "small denoisers, ~5 min on 2 CPU cores)")
     p.add_argument("--out", default="outputs/bench", help="output folder for bench.json and bench.md")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 

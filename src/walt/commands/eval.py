@@ -1,4 +1,5 @@
-"""`walt eval`: reconstruction quality of an autoencoder, and FVD of a model or of a video folder.
+"""`walt eval`: reconstruction quality of an autoencoder, FVD of a model or of a video folder, and the
+motion-class score of a class-conditional model (`walt eval classes`, `walt.commands.eval_classes`).
 
     walt eval recon --vae runs/vae --data builtin --out eval/recon                      # PSNR, SSIM, rFVD (smoke)
     walt eval recon --vae runs/vae --data ucf101/ --frames 17 --resolution 128 --no-fvd --out eval/recon
@@ -44,7 +45,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="eval_command", metavar="{recon,fvd}")
+    from walt.commands.eval_classes import add_parser as add_classes
+
+    sub = p.add_subparsers(dest="eval_command", metavar="{recon,fvd,classes}")
     r = sub.add_parser("recon", help="PSNR / SSIM per frame and rFVD of an autoencoder",
                        description="PSNR / SSIM per frame and rFVD (real clips vs their reconstructions).")
     r.add_argument("--vae", required=True, help="autoencoder checkpoint (or a train-vae run folder)")
@@ -84,6 +87,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=int, default=0, help="sample i of repeat r uses seed + r * num_fake + i")
     f.add_argument("--data-seed", type=int, default=0, help="built-in dataset seed / clip-start seed of folders")
     _common_args(f)
+    add_classes(sub)
 
 
 # ----------------------------------------------------------------------------- recon
@@ -169,4 +173,9 @@ def run(args: argparse.Namespace) -> int:
         from walt.commands.eval_fvd import run_fvd
 
         return run_fvd(args)
-    raise UserError("choose what to evaluate: `walt eval recon --vae ...` or `walt eval fvd ...` (see --help)")
+    if args.eval_command == "classes":
+        from walt.commands.eval_classes import run_classes
+
+        return run_classes(args)
+    raise UserError("choose what to evaluate: `walt eval recon --vae ...`, `walt eval fvd ...` or "
+                    "`walt eval classes ...` (see --help)")

@@ -70,7 +70,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args, device):
-    from walt.commands import args as A, files as F
+    from walt.commands import args as A
     from walt.errors import UserError
     from walt.study.config import study_config
 
@@ -123,7 +123,7 @@ def _datasets(args, cfg):
 
 
 def _designs(args, cfg):
-    from walt.commands import args as A, files as F
+    from walt.commands import args as A
     from walt.errors import UserError
     from walt.study.encoder import check_design, design_grid
 

@@ -11,6 +11,6 @@ in docs/demo/NOTES.md.
 """
 
 from walt.demo.config import PRESETS, DemoConfig, demo_config
-from walt.demo.run import DemoError, run_demo
+from walt.demo.run import DemoError, DemoInterrupted, run_demo
 
-__all__ = ["DemoConfig", "PRESETS", "demo_config", "run_demo", "DemoError"]
+__all__ = ["DemoConfig", "PRESETS", "demo_config", "run_demo", "DemoError", "DemoInterrupted"]

@@ -58,6 +58,7 @@ class DemoConfig:
     vae_warmup_steps: int = 10
     vae_min_steps: int = 20
     vae_kl_weight: float = 1e-6  # used only when vae_overrides keep kl=True
+    vae_decoder_noise: float = 0.0  # walt.train.vae.VAETrainConfig.decoder_noise: noise on the decoder's input
     vae_recon_type: str = "l2"  # walt.autoencoder.losses.VAELossConfig.recon_type: "l1" (MAGVIT-v2), "l2", "l1+l2"
     # ---- stage 2: W.A.L.T denoiser (WALT "tiny" preset + these overrides) ----
     walt_overrides: tuple[tuple[str, object], ...] = (
@@ -77,8 +78,14 @@ class DemoConfig:
     guidance_scale: float = 3.0  # paper: no CFG for class-conditional results (here: docs/demo/NOTES.md)
     context_latent_frames: int = 1  # frame prediction: 1 = image-to-video
     fps: float = 8.0
+    # ---- the motion-class score (walt.eval.class_score): a classifier trained on reconstructions ----
+    score_samples_per_class: int = 16  # class-conditional samples it scores (the grid shows samples_per_class)
+    score_heldout_clips: int = 256  # held-out clips: the reconstruction ceiling, real clips, feature FD
+    classifier_train_clips: int = 1024
+    classifier_steps: int = 600
     # ---- FVD as the denoiser trains (walt.demo.fvd): protocol `smoke` of walt.eval, real Kinetics I3D ----
     fvd_clips: int = 32  # generated clips per evaluation = real clips per set (the smoke preset has 64); 0 = off
+    fvd_at_start: bool = True  # also score the untrained denoiser (the curve's first point)
     fvd_checkpoints: tuple[float, ...] = (0.5,)  # fractions of the denoiser's run, besides step 0 and the end
     fvd_sample_steps: int = 50  # DDIM steps of the FVD samples (paper: DDIM 50 for every result)
     fvd_max_share: float = 0.5  # FVD may take at most this share of the denoiser's time left (else fewer points; >= 1: all)
@@ -100,6 +107,10 @@ class DemoConfig:
             raise ValueError("train_clips must cover every class once and heldout_clips must be >= 1")
         if not 0 < self.vae_fraction < 1 or not 0 <= self.final_fraction < 1 or self.vae_fraction + self.final_fraction >= 1:
             raise ValueError("vae_fraction and final_fraction must be in (0, 1) and leave time for the transformer")
+        if min(self.score_samples_per_class, self.score_heldout_clips, self.classifier_train_clips,
+               self.classifier_steps) < 1:
+            raise ValueError("score_samples_per_class, score_heldout_clips, classifier_train_clips and classifier_steps "
+                             "must be >= 1")
         if self.fvd_clips != 0 and self.fvd_clips < 2:
             raise ValueError(f"fvd_clips must be 0 (no FVD) or >= 2 (a covariance needs 2 clips), got {self.fvd_clips}")
         if any(not 0 < f < 1 for f in self.fvd_checkpoints) or self.fvd_sample_steps < 1 or not 0 < self.fvd_max_share <= 1:
@@ -146,6 +157,7 @@ def _smoke() -> DemoConfig:
         walt_overrides=(("hidden_size", 32), ("depth", 2), ("num_heads", 2)),
         walt_batch_size=4, walt_min_steps=2, walt_warmup_steps=2,
         samples_per_class=1, sample_steps=4, calibration_steps=1,
+        score_samples_per_class=2, score_heldout_clips=8, classifier_train_clips=16, classifier_steps=3,
         # FVD with the real I3D on 2 + 2 clips (9 frames: the I3D's minimum), every evaluation kept
         fvd_clips=2, fvd_sample_steps=2, fvd_max_share=1.0,
     )

@@ -25,9 +25,14 @@ def _stage_rows(s: dict[str, Any]) -> list[list[str]]:
     budget = s["minutes_budget"] * 60
     walt, fvd = st.get("walt", {}), st.get("walt", {}).get("fvd", {})
     text = st.get("text")
+    vae = st["vae"]
+    first = (["1. autoencoder: the pretrained one (its minutes go to stage 3)", "0", "0", _fmt(vae.get("steps")),
+              f"trained for {vae['trained_seconds'] / 60:.0f} min once"] if vae.get("pretrained") else
+             ["1. autoencoder training", f"{cfg['vae_fraction'] * budget:.0f}", _fmt(vae.get("seconds"), 1),
+              _fmt(vae.get("steps")), f"{_fmt(vae.get('clips_per_s'))} clips/s"])
+    planned = (1 - cfg["final_fraction"] - (0 if vae.get("pretrained") else cfg["vae_fraction"])) * budget
     rows = [
-        ["1. autoencoder training", f"{cfg['vae_fraction'] * budget:.0f}", _fmt(st["vae"].get("seconds"), 1),
-         _fmt(st["vae"].get("steps")), f"{_fmt(st['vae'].get('clips_per_s'))} clips/s"],
+        first,
         ["2. latent cache", "(what it takes)", _fmt(st["cache"].get("seconds"), 1), "-",
          f"{_fmt(st['cache'].get('clips_per_s'))} clips/s"],
         ["3. W.A.L.T training (what the cache left, less FVD)", "-",
@@ -40,8 +45,7 @@ def _stage_rows(s: dict[str, Any]) -> list[list[str]]:
                      f"(measured: {fvd['real_seconds']:.0f} + {k} x {fvd['points'][0]['seconds']:.0f})",
                      _fmt(fvd["seconds"], 1), f"{k} points",
                      f"I3D {fvd['i3d_seconds_per_clip']:.2f} s/clip; {3 * n + k * n} clips through I3D"])
-    rows.append(["3. stage total", f"{(1 - cfg['vae_fraction'] - cfg['final_fraction']) * budget:.0f} "
-                 "(less the cache)", _fmt(walt.get("seconds"), 1), "-", "-"])
+    rows.append(["3. stage total", f"{planned:.0f} (less the cache)", _fmt(walt.get("seconds"), 1), "-", "-"])
     if text:
         rows.append(["4. text-to-video denoiser + prompts (--text)", f"{text['minutes'] * 60:.0f}", _fmt(text["seconds"], 1),
                      _fmt(text["walt"]["steps"]), f"{_fmt(text['walt'].get('clips_per_s'))} clips/s"])
@@ -106,6 +110,42 @@ def _text_blocks(s: dict[str, Any]) -> list[tuple]:
     return blocks
 
 
+def _class_blocks(s: dict[str, Any]) -> list[tuple]:
+    ca = s.get("class_accuracy")
+    if not ca:
+        return []
+    names = list(ca["per_class"])
+    li = s.get("label_influence") or {}
+    ceiling = ca["reconstructed"]
+    rows = [
+        ["class-conditional samples (asked-for class named)", f"{ca['generated']:.3f} ({ca['generated_clips']} clips, "
+         f"guidance {ca['guidance_scale']:g})"],
+        ["held-out reconstructions: the ceiling through this autoencoder", f"{ceiling:.3f} ({ca['heldout_clips']} clips)"],
+        ["held-out real clips", f"{ca['real']:.3f}"],
+        ["samples / ceiling", f"{ca['generated'] / ceiling:.2f}" if ceiling > 0 else "-"],
+        ["chance", f"{ca['chance']:.3f}"],
+    ]
+    fd = s.get("feature_fd") or {}
+    if fd:
+        rows += [["classifier-feature Fréchet distance, samples vs real", _fmt(fd["generated_vs_real"], 1)],
+                 ["same, reconstructions vs real (the floor through this autoencoder)", _fmt(fd["reconstructed_vs_real"], 1)]]
+    if li:
+        rows.append(["label influence at t = 300/500/700 (label swapped / null label)", f"{li['swap']:.3f} / {li['null']:.3f}"])
+    clf = ca["classifier"]
+    return [
+        ("h2", "Motion-class score"),
+        ("p", "A small 3D CNN (`walt.eval.class_score`) trained on the autoencoder's reconstructions of "
+              f"{clf['train_clips']} training clips ({clf['steps']} steps, {'loaded from its cache' if clf['cached'] else 'trained now'}, "
+              f"{clf['seconds']:.0f} s) names each clip's motion class. A sample counts as right when it names the class "
+              "that was asked for. Label influence: how much the denoiser's x0 estimate changes when its label is "
+              "swapped, relative to its error (`walt.eval.label_influence`)."),
+        ("table", ["measure", "value"], rows),
+        ("table", ["class", "samples right", "reconstructions right"],
+         [[n, _fmt(ca["per_class"][n]), _fmt(ca["per_class_reconstructed"][n])] for n in names]),
+        ("img", "confusion_matrix.png"),
+    ]
+
+
 def vae_recon_term(stages: dict[str, Any], recon_type: str) -> tuple[str, float]:
     """(recon_type, recon_weight) of the loss the run's autoencoder trained with.
 
@@ -156,7 +196,12 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
     sc = "self-conditioning 0.9" if sc_on else "no self-conditioning"
     k = cfg.get("walt_snr_shift", 1.0)
     shift = f" on the paper's schedule with every SNR x{k:g} (`snr_shift`)" if k != 1.0 else ""
-    training = (f"Autoencoder loss: {recon} reconstruction{kl}; no perceptual or adversarial term (no pretrained perceptual network "
+    vae = st["vae"]
+    which = (f"Autoencoder: the committed pretrained one (`walt.demo.pretrained`, sha256 {vae['sha256'][:16]}..., "
+             f"{vae['steps']} steps in {vae['trained_seconds'] / 60:.0f} min), so stage 1 took no time here; "
+             "`--from-scratch` trains it in the run. " if vae.get("pretrained") else
+             f"Autoencoder: trained in this run ({vae.get('why_not_pretrained') or 'no pretrained one'}). ")
+    training = which + (f"Autoencoder loss: {recon} reconstruction{kl}; no perceptual or adversarial term (no pretrained perceptual network "
                 f"offline; a GAN does not pay off in minutes). Denoiser: v-prediction MSE{shift}, {sc}, "
                 f"frame prediction {cfg['p_frame_pred']:g}, label dropout 0.1, EMA {cfg['walt_ema_decay']:g}.")
     return [
@@ -182,11 +227,15 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
         ("p", "Motion energy = mean |frame t - frame t-1| (pixels in [-1, 1]); generated clips that freeze or "
               "dissolve into noise stand out against the real clips of their class."),
         ("table", ["class", "real", "reconstructed", "generated"], motion_rows),
+        *_class_blocks(s),
         *_fvd_blocks(s),
         ("h2", "Class-conditional samples"),
+        ("anim", [(v.split("/")[-1], f"{v}.gif") for v in s.get("videos", []) if v.startswith("samples/")]),
         ("p", "Rows: samples labelled by class; columns: frames. Videos (MP4 + GIF) in `samples/`."),
         ("img", "samples_grid.png"),
         ("h2", "Frame prediction"),
+        ("anim", [(v.split("/")[-1] + " (real | predicted)", f"{v}.gif") for v in s.get("videos", [])
+                  if v.startswith("predictions/")]),
         ("p", "Pairs of rows: a held-out real clip, then the denoiser's continuation from its first latent "
               "frame(s). Side-by-side videos (real | predicted) in `predictions/`."),
         ("img", "predictions_grid.png"),
@@ -215,6 +264,9 @@ def render_markdown(blocks: list[tuple]) -> str:
             lines += [payload[0], ""]
         elif kind == "img":
             lines += [f"![{payload[0]}]({payload[0]})", ""]
+        elif kind == "anim":
+            if payload[0]:
+                lines += ["Animated: " + ", ".join(f"[{label}]({path})" for label, path in payload[0]), ""]
         elif kind == "code":
             lines += ["```json", payload[0], "```", ""]
         elif kind == "table":
@@ -226,12 +278,31 @@ def render_markdown(blocks: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def render_html(blocks: list[tuple]) -> str:
+def _data_uri(path: Path) -> str | None:
+    """The file as a base64 data URI (the page then needs nothing beside it), or None if it is missing."""
+    import base64
+    import mimetypes
+
+    if not path.is_file():
+        return None
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def render_html(blocks: list[tuple], root: Path | None = None) -> str:
+    """The report as one self-contained page: with `root`, every image and GIF is embedded (data URIs)."""
     e = html.escape
+
+    def src(rel: str) -> str:
+        uri = _data_uri(root / rel) if root is not None else None
+        return uri or e(rel)
+
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>walt demo report</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-             "img{max-width:100%;image-rendering:pixelated}pre{background:#f4f4f4;padding:1em;overflow:auto}</style>"
+             "img{max-width:100%;image-rendering:pixelated}pre{background:#f4f4f4;padding:1em;overflow:auto}"
+             ".anims{display:flex;flex-wrap:wrap;gap:10px}.anims figure{margin:0;text-align:center;font-size:12px}"
+             ".anims img{width:128px}.anims figure.wide img{width:256px}</style>"
              "</head><body>"]
     for kind, *payload in blocks:
         if kind in ("h1", "h2"):
@@ -242,7 +313,12 @@ def render_html(blocks: list[tuple]) -> str:
                 text = text.replace("`", "<code>", 1).replace("`", "</code>", 1)
             parts.append(f"<p>{text}</p>")
         elif kind == "img":
-            parts.append(f"<p><img src='{e(payload[0])}' alt='{e(payload[0])}'></p>")
+            parts.append(f"<p><img src='{src(payload[0])}' alt='{e(payload[0])}'></p>")
+        elif kind == "anim":
+            figs = [f"<figure class='{'wide' if '|' in label else ''}'><img src='{src(path)}' alt='{e(label)}'>"
+                    f"<figcaption>{e(label)}</figcaption></figure>" for label, path in payload[0]]
+            if figs:
+                parts.append("<div class='anims'>" + "".join(figs) + "</div>")
         elif kind == "code":
             parts.append(f"<pre>{e(payload[0])}</pre>")
         elif kind == "table":
@@ -257,4 +333,4 @@ def render_html(blocks: list[tuple]) -> str:
 def write_report(out: Path, summary: dict[str, Any]) -> None:
     blocks = _blocks(summary)
     (out / "report.md").write_text(render_markdown(blocks))
-    (out / "report.html").write_text(render_html(blocks))
+    (out / "report.html").write_text(render_html(blocks, root=out))

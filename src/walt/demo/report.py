@@ -32,7 +32,7 @@ from walt.demo.plots import save_fvd_curve, save_labelled_grid, save_training_cu
 from walt.demo.render import vae_recon_term, write_report
 
 OUTPUT_FILES = ("report.md", "report.html", "metrics.json", "samples_grid.png", "predictions_grid.png",
-                "reconstructions_grid.png", "curves.png")
+                "reconstructions_grid.png", "curves.png", "confusion_matrix.png")
 
 
 def motion_energy(video: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,8 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
     rec_psnr, rec_ssim = float(psnr(recon, real)), float(ssim(recon, real)) if min(real.shape[-2:]) >= 11 else float("nan")
     samples = _class_samples(cfg, stage, vae, seed, device)
     pred = _frame_prediction(cfg, stage, vae, real, real_labels, seed, device)
+    scores = class_scores(cfg, out, vae, stage, seed, device, samples)
+    samples = _first_per_class(samples, cfg.score_samples_per_class, cfg.samples_per_class)  # what the grid shows
     videos = _write_media(cfg, out, real, real_labels, recon, samples, pred)
     _write_curves(cfg, out, stages)
     net = stage.net
@@ -94,6 +96,8 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
         "frame_prediction": pred["metrics"],
         "motion_energy": _motion_per_class(cfg, real, real_labels, recon, samples),
         "fvd": fvd or stages["walt"].get("fvd"),
+        "pretrained_autoencoder": bool(stages["vae"].get("pretrained")),
+        **scores,
         "sampling": sample_info,
         "stages": stages,
         "total_seconds": run_seconds(),
@@ -110,13 +114,61 @@ def _class_samples(cfg: DemoConfig, stage, vae, seed: int, device) -> dict[str, 
     from walt.pipeline import generate
 
     net = stage.net
-    y = torch.arange(len(cfg.classes)).repeat_interleave(cfg.samples_per_class)  # (n,)
+    per = max(cfg.samples_per_class, cfg.score_samples_per_class)
+    y = torch.arange(len(cfg.classes)).repeat_interleave(per)  # (n,)
     t = time.time()
     z = generate(net, stage.schedule, (len(y), net.config.in_channels, *net.config.input_size), sampler=cfg.sampler,
                  steps=cfg.sample_steps, y=y.to(device), guidance_scale=cfg.guidance_scale,
                  seeds=[seed * 100_003 + i for i in range(len(y))], latent_stats=stage.latent_stats)
-    videos = vae.decode(z.to(device)).float().clamp(-1, 1).cpu()  # (n, 3, T, H, W)
+    videos = torch.cat([vae.decode(z[i:i + 32].to(device)).float().clamp(-1, 1).cpu()
+                        for i in range(0, len(z), 32)])  # (n, 3, T, H, W)
     return {"videos": videos, "labels": y, "seconds": time.time() - t}
+
+
+def _first_per_class(samples: dict[str, Any], per: int, keep: int) -> dict[str, Any]:
+    """The first `keep` of each class's `per` samples (class-major order)."""
+    per = max(per, keep)
+    idx = torch.tensor([i for i in range(len(samples["labels"])) if i % per < keep])
+    return {**samples, "videos": samples["videos"][idx], "labels": samples["labels"][idx]}
+
+
+def class_scores(cfg: DemoConfig, out: Path, vae, stage, seed: int, device, samples: dict[str, Any]) -> dict[str, Any]:
+    """The motion-class score (`walt.eval.class_score`) of the samples, its ceiling and the label influence.
+
+    The classifier learns from the autoencoder's reconstructions of training clips (cached by the
+    autoencoder's hash); it is scored on held-out clips of a third seed (real and reconstructed:
+    the ceiling a denoiser can reach through this autoencoder) and on the class-conditional
+    samples (right when it names the class that was asked for). Writes confusion_matrix.png.
+    """
+    from walt.demo.data import demo_videos
+    from walt.eval.class_score import ClassifierConfig, classifier_for, score_clips, write_confusion_png
+    from walt.eval.label_influence import label_influence
+
+    t0 = time.time()
+    names = list(cfg.classes)
+
+    def clips(n: int, clip_seed: int):
+        ds = demo_videos(cfg, n, clip_seed)
+        return torch.stack([ds[i]["video"] for i in range(n)]), torch.tensor([ds[i]["label"] for i in range(n)])
+
+    data_key = {"dataset": "walt.demo.data.DemoVideos", "seed": seed, **{k: getattr(cfg, k) for k in (
+        "resolution", "num_frames", "classes", "backgrounds", "textures", "shapes", "shape_scale", "speed_scale")}}
+    ccfg = ClassifierConfig(steps=cfg.classifier_steps, train_clips=cfg.classifier_train_clips, seed=seed)
+    clf, built = classifier_for(vae, lambda n: clips(n, seed), len(names), data_key, ccfg)
+    real, labels = clips(cfg.score_heldout_clips, seed + 20_011)  # seen by no network, nor by the classifier
+    scores = score_clips(clf, names, samples["videos"], samples["labels"], real, labels, vae)
+    acc = scores["class_accuracy"]
+    write_confusion_png(acc["confusion"], names, out / "confusion_matrix.png",
+                        f"class-conditional samples: {acc['generated']:.2f} right (chance {1 / len(names):.2f})")
+    with torch.no_grad():
+        n = min(64, len(real))
+        z = stage.latent_stats.normalize(torch.cat([vae.encode(real[i:min(i + 32, n)].to(device)) for i in range(0, n, 32)]))
+    influence = (label_influence(stage.net, stage.schedule, z.to(device), labels[:len(z)].to(device))
+                 if len(names) > 1 else {})
+    acc.update(guidance_scale=cfg.guidance_scale, seconds=time.time() - t0,
+               classifier={"cached": built["cached"], "train_clips": ccfg.train_clips, "steps": ccfg.steps,
+                           "seconds": built["seconds"]})
+    return {**scores, "label_influence": influence}
 
 
 def _frame_prediction(cfg: DemoConfig, stage, vae, real, real_labels, seed: int, device) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -43,21 +43,29 @@ def heldout_dataset(cfg: DemoConfig, seed: int):
 # ----------------------------------------------------------------------------- stage 1
 
 
+def _nothing(step: int) -> None:
+    return None
+
+
 def autoencoder_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, deadline: float,
-                      progress: bool) -> dict[str, Any]:
-    """Train the autoencoder until `deadline` (>= vae_min_steps); returns the stage record."""
+                      progress: bool, resume: bool = False, check: Callable[[int], None] = _nothing) -> dict[str, Any]:
+    """Train the autoencoder until `deadline` (>= vae_min_steps); returns the stage record.
+
+    `resume`: continue the run out/vae holds from its last checkpoint; `check(step)` runs after every
+    training segment (it raises to stop the demo)."""
     vae = recipes.small_vae(seed, **cfg.vae_kwargs()).to(device)
     data = train_dataset(cfg, seed, num_frames=cfg.vae_train_frames)
 
     def tcfg(steps: int, ckpt_every: int):
         # A 10x higher peak LR than MAGVIT-v2 (1e-4 for 100k+ steps): here there are ~100s.
         return recipes.small_vae_config(steps, cfg.vae_batch_size, cfg.vae_lr, cfg.vae_warmup_steps, seed, device,
-                                        cfg.vae_loss_config(), log_every=1, ckpt_every=ckpt_every)
+                                        cfg.vae_loss_config(), log_every=1, ckpt_every=ckpt_every,
+                                        decoder_noise=cfg.vae_decoder_noise)
 
     t0 = time.time()
     steps = recipes.train_vae_to_deadline(vae, recipes.clip_batches(data, cfg.vae_batch_size, seed), out / "vae", tcfg,
                                           deadline, cfg.vae_warmup_steps, cfg.calibration_steps, cfg.vae_min_steps,
-                                          progress, say)
+                                          progress, say, resume=resume, check=check)
     rows = read_log(out / "vae" / "log.csv")
     return {"seconds": time.time() - t0, "steps": steps, "params": sum(p.numel() for p in vae.parameters()),
             "clips_per_s": statistics.median([r["clips_per_s"] for r in rows[1:] or rows]),
@@ -97,12 +105,15 @@ def walt_train_config(cfg: DemoConfig, seed: int, batch: int, loss):
 
 
 def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, deadline: float,
-                   progress: bool, fvd=None) -> dict[str, Any]:
+                   progress: bool, fvd=None, resume: bool = False, check: Callable[[int], None] = _nothing) -> dict[str, Any]:
     """Train the denoiser until `deadline`; with `fvd` (a `walt.demo.fvd.DemoFVD`) also measure
-    FVD at step 0, at `fvd.checkpoints` fractions of the run and at the end, inside the deadline."""
+    FVD at step 0 (`cfg.fvd_at_start`), at `fvd.checkpoints` fractions of the run and at the end,
+    inside the deadline. `resume`, `check`: as `autoencoder_stage` (a resumed run measures only
+    the FVD points still ahead of it)."""
     from walt.cascade.stage import Stage
     from walt.data.latent_dataset import LatentDataset
     from walt.diffusion import DiffusionLossConfig, DiffusionSchedule
+    from walt.eval.label_influence import label_influence
     from walt.train.common import latest_checkpoint
 
     folder = out / "walt"
@@ -115,10 +126,12 @@ def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, 
                                                                    context_frames=contexts))
     t0 = time.time()
     hooks: dict[str, Any] = {}
+    resuming = resume and latest_checkpoint(folder / "checkpoints") is not None
     if fvd is not None:
-        # Step 0: the untrained network is its own EMA. The schedule is the trainer's default.
         fvd.prepare()
-        fvd.evaluate(net, DiffusionSchedule(tcfg(1, 1).diffusion), ds.stats, 0, "initial")
+        if cfg.fvd_at_start and not resuming:
+            # Step 0: the untrained network is its own EMA. The schedule is the trainer's default.
+            fvd.evaluate(net, DiffusionSchedule(tcfg(1, 1).diffusion), ds.stats, 0, "initial")
         fvd.plan(deadline)
 
         def on_checkpoint(step: int) -> None:
@@ -127,8 +140,21 @@ def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, 
 
         hooks = {"checkpoints": fvd.checkpoints, "on_checkpoint": on_checkpoint,
                  "reserve": fvd.reserve if fvd.final else (lambda pending: 0.0)}
+    influence: list[dict[str, float]] = []
+    probe = torch.arange(min(64, len(ds)))
+    z_probe, y_probe = ds.latents(probe).to(device), ds.labels[probe].to(device)  # normalised, as trained on
+
+    def after_segment(step: int) -> None:
+        # How much the label moves the x0 estimate: a denoiser that ignores it shows ~0 here.
+        if net.config.num_classes < 2:
+            return check(step)
+        li = label_influence(net, DiffusionSchedule(tcfg(1, 1).diffusion), z_probe, y_probe)
+        influence.append({"step": step, "swap": li["swap"], "null": li["null"]})
+        say(f"  denoiser: step {step}, label influence {li['swap']:.3f} (label swapped), {li['null']:.3f} (null label)")
+        check(step)
+
     steps = recipes.train_walt_to_deadline(net, ds, folder, tcfg, deadline, cfg.calibration_steps, cfg.walt_min_steps,
-                                           progress, "denoiser", say, **hooks)
+                                           progress, "denoiser", say, resume=resuming, check=after_segment, **hooks)
     info: dict[str, Any] = {}
     if fvd is not None:
         if fvd.final:
@@ -142,4 +168,5 @@ def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, 
             "steps": steps, "params": sum(p.numel() for p in net.parameters()),
             "clips_per_s": statistics.median(r["clips_per_s"] for r in tail),
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in tail),
-            "final_loss": statistics.mean(r["loss"] for r in rows[-5:]), "batch_size": batch, **info}
+            "final_loss": statistics.mean(r["loss"] for r in rows[-5:]), "batch_size": batch,
+            "label_influence": influence, **info}

@@ -265,8 +265,5 @@ def fvd_from_folders(real_dir: str | Path | FolderClips, fake_dir: str | Path | 
 
 
 __all__ = [
-    "FolderClips", "RealStats", "check_real_dataset", "clips_to_i3d_input", "network_device", "dataset_labels",
-    "default_stats_cache", "describe_dataset_for_cache", "features_of_dataset", "fvd_from_folders", "fvd_markdown",
-    "fvd_of_generator", "i3d_weights_hash", "json_safe", "load_fvd_i3d", "protocol_label", "protocol_record",
-    "real_feature_stats", "short_hash", "stats_cache_key", "write_report",
+    "FolderClips", "RealStats", "clips_to_i3d_input", "network_device", "dataset_labels", "features_of_dataset", "fvd_from_folders", "fvd_of_generator", "i3d_weights_hash", "load_fvd_i3d", "protocol_record", "real_feature_stats",
 ]

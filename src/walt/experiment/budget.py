@@ -72,7 +72,8 @@ def train_to_deadline(train_until: Callable[[int, int | None], int], pace: Calla
                       calibration_steps: int, min_steps: int, name: str, max_segment: float = 60.0,
                       checkpoints: Sequence[float] = (), on_checkpoint: Callable[[int], None] | None = None,
                       reserve: Callable[[int], float] = lambda pending: 0.0,
-                      say: Callable[[str], None] = print) -> int:
+                      say: Callable[[str], None] = print, check: Callable[[int], None] = lambda step: None,
+                      start: int = 0) -> int:
     """Drive a resumable trainer so that it ends at `deadline`; returns the final step count.
 
     `train_until(total, stop_at)` trains (resuming) towards a run of `total` steps and returns
@@ -88,13 +89,19 @@ def train_to_deadline(train_until: Callable[[int, int | None], int], pace: Calla
     the number of seconds to keep free before `deadline` when `pending` checkpoints are still to
     come (the caller's work after the run is included in it). Both are re-evaluated after every
     segment, so the time `on_checkpoint` really took is accounted for.
+
+    `check(step)` runs after every training call with the step reached: it may report on the run,
+    or raise to end the job (a stop signal arrived).
+    `start` > 0 resumes a run that already did `start` steps: the pace comes from its log, and
+    the calibration call is skipped once `start` covers it.
     """
     fractions = sorted(f for f in checkpoints if 0.0 < f < 1.0) if on_checkpoint is not None else []
 
     def plan(done: int, sec: float) -> int:
         return steps_until(deadline - reserve(len(fractions)), done, sec, min_steps)
 
-    done = train_until(10**7, calibration_steps)
+    done = start if start >= calibration_steps else train_until(10**7, calibration_steps)
+    check(done)
     sec = pace(0)
     total = plan(done, sec)
     say(f"  {name}: {sec:.3f} s/step measured -> {total} steps (until ~{clock(time.time() + (total - done) * sec)})")
@@ -111,9 +118,10 @@ def train_to_deadline(train_until: Callable[[int, int | None], int], pace: Calla
             stop = min(stop, upcoming[0])
         if stop >= total:
             break
-        start = done
+        before = done
         done = train_until(total, stop)
-        sec = pace(start)
+        check(done)
+        sec = pace(before)
         if fractions and done >= round(fractions[0] * total):
             fractions.pop(0)
             on_checkpoint(done)
@@ -121,4 +129,6 @@ def train_to_deadline(train_until: Callable[[int, int | None], int], pace: Calla
         if abs(new_total - total) > 0.05 * total:
             say(f"  {name}: now {sec:.3f} s/step at step {done} -> {new_total} steps")
         total = new_total
-    return train_until(total, None)
+    done = train_until(total, None)
+    check(done)
+    return done

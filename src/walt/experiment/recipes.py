@@ -21,8 +21,13 @@ import torch
 
 from walt.experiment.budget import read_log, seconds_per_step, train_to_deadline
 
-__all__ = ["clip_batches", "small_vae", "small_vae_config", "load_small_vae", "cache_stage", "small_walt",
+__all__ = ["DEMO_DENOISER", "clip_batches", "small_vae", "small_vae_config", "load_small_vae", "cache_stage", "small_walt",
            "walt_config", "train_vae_to_deadline", "train_walt_to_deadline"]
+
+
+# The demo's denoiser size (WALT "tiny" overrides), shared with the latent toy of `walt bench --only toy`
+# so the toy always judges the network the demo trains.
+DEMO_DENOISER: dict[str, Any] = {"hidden_size": 96, "depth": 4, "num_heads": 4, "patch_size": 2}
 
 
 def clip_batches(dataset, batch_size: int, seed: int, frames: int | None = None) -> Callable[[int], torch.Tensor]:
@@ -46,13 +51,14 @@ def small_vae(seed: int, **overrides: Any):
 
 
 def small_vae_config(steps: int, batch_size: int, lr: float, warmup_steps: int, seed: int, device: torch.device,
-                     loss, log_every: int, ckpt_every: int):
+                     loss, log_every: int, ckpt_every: int, decoder_noise: float = 0.0):
     """`VAETrainConfig` of a short run: reconstruction (+ small KL) only, see the module docstring."""
     from walt.train.vae import VAETrainConfig
 
     return VAETrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, betas=(0.9, 0.99),
                           ema_decay=0.99, log_every=log_every, ckpt_every=ckpt_every, keep_checkpoints=1, seed=seed,
-                          precision="bf16" if device.type == "cuda" else "fp32", discriminator=None, loss=loss)
+                          precision="bf16" if device.type == "cuda" else "fp32", discriminator=None, loss=loss,
+                          decoder_noise=decoder_noise)
 
 
 def load_small_vae(folder: Path, device: torch.device):
@@ -105,17 +111,20 @@ class _StopHere(Exception):
 
 def train_vae_to_deadline(vae, batch_fn, folder: Path, tcfg: Callable[[int, int], Any], deadline: float,
                           warmup_steps: int, calibration_steps: int, min_steps: int, progress: bool,
-                          say: Callable[[str], None] = print, every: int = 5) -> int:
+                          say: Callable[[str], None] = print, every: int = 5, resume: bool = False,
+                          check: Callable[[int], None] = lambda step: None) -> int:
     """Train `vae` in `folder` until `deadline` (`walt.experiment.budget.train_to_deadline`) -> steps.
 
     `tcfg(total, ckpt_every)` is the run's `VAETrainConfig`. The batch source ends a call at a
     step a checkpoint was just written for (every `every` steps, after the warmup), at the
     segment's end and at the deadline whatever the plan said (the machine may slow down
-    mid-segment); the run resumes from there with the re-planned total.
+    mid-segment); the run resumes from there with the re-planned total. `resume=True` continues a
+    run `folder` holds from its newest checkpoint instead of starting over; `check` as in
+    `train_to_deadline`.
     """
     from walt.train.vae import train_vae
 
-    shutil.rmtree(folder, ignore_errors=True)
+    start = _resume_or_clear(folder, resume)
     stop: dict[str, int | None] = {"at": None}
 
     def batches(step: int) -> torch.Tensor:
@@ -143,18 +152,20 @@ def train_vae_to_deadline(vae, batch_fn, folder: Path, tcfg: Callable[[int, int]
         rows = [r for r in read_log(folder / "log.csv") if r["step"] > since]
         return seconds_per_step(rows, tcfg(1, every).batch_size, "clips_per_s")
 
-    return train_to_deadline(train_until, pace, deadline, calibration_steps, min_steps, "autoencoder", say=say)
+    return train_to_deadline(train_until, pace, deadline, calibration_steps, min_steps, "autoencoder", say=say,
+                             check=check, start=start)
 
 
 def train_walt_to_deadline(net, ds, folder: Path, tcfg: Callable[[int, int], Any], deadline: float,
                            calibration_steps: int, min_steps: int, progress: bool, name: str = "denoiser",
-                           say: Callable[[str], None] = print, text=None, **hooks: Any) -> int:
-    """Train `net` on the cache `ds` in `folder` until `deadline` -> steps (`hooks`: FVD checkpoints, see
-    `train_to_deadline`). `tcfg(total, log_every)` is the run's `DenoiserTrainConfig`; it logs every
-    step while the pace is being measured, then every few steps."""
+                           say: Callable[[str], None] = print, text=None, resume: bool = False, **hooks: Any) -> int:
+    """Train `net` on the cache `ds` in `folder` until `deadline` -> steps (`hooks`: FVD checkpoints and
+    `check`, see `train_to_deadline`). `tcfg(total, log_every)` is the run's `DenoiserTrainConfig`; it
+    logs every step while the pace is being measured, then every few steps. `resume=True` continues
+    the run `folder` holds from its newest checkpoint."""
     from walt.train.denoiser import train_denoiser
 
-    shutil.rmtree(folder, ignore_errors=True)
+    start = _resume_or_clear(folder, resume)
 
     def train_until(total: int, stop_at: int | None) -> int:
         net.zero_grad(set_to_none=True)
@@ -166,4 +177,17 @@ def train_walt_to_deadline(net, ds, folder: Path, tcfg: Callable[[int, int], Any
         rows = [r for r in read_log(folder / "log.csv") if r["step"] > since]
         return seconds_per_step(rows, tcfg(1, 1).batch_size, "sec_per_step")
 
-    return train_to_deadline(train_until, pace, deadline, calibration_steps, min_steps, name, say=say, **hooks)
+    return train_to_deadline(train_until, pace, deadline, calibration_steps, min_steps, name, say=say, start=start,
+                             **hooks)
+
+
+def _resume_or_clear(folder: Path, resume: bool) -> int:
+    """Steps done by the run in `folder` when resuming it (0 if it has no checkpoint); else clear it."""
+    from walt.train.common import list_checkpoints
+
+    if resume:
+        ckpts = list_checkpoints(Path(folder) / "checkpoints")
+        if ckpts:
+            return int(ckpts[-1][0])
+    shutil.rmtree(folder, ignore_errors=True)
+    return 0

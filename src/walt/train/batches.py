@@ -25,7 +25,7 @@ import torch
 from walt.autoencoder.latent_stats import LatentStats
 from walt.train.distributed import get_rank, get_world_size
 
-__all__ = ["ResumableBatchSampler", "LatentBatches", "PairBatches", "is_image_step", "check_latents", "check_text",
+__all__ = ["ResumableBatchSampler", "LatentBatches", "PairBatches", "TensorBatches", "is_image_step", "check_latents", "check_text",
            "check_pair_caches"]
 
 
@@ -228,6 +228,51 @@ class PairBatches:
         if self.text_info is not None:
             out["text_encoder"] = self.text_info
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"video": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["video"])
+
+
+class TensorBatches:
+    """Latents held in memory (already normalised) with optional labels: synthetic benchmarks, tests.
+
+    `z` (N, c, t, h, w) is what the network learns; `stats` the normalisation it records (identity
+    by default, so the exported weights say "these latents were not rescaled").
+    """
+
+    uses_images = False
+    text_info = None
+
+    def __init__(self, z: torch.Tensor, cfg, labels: torch.Tensor | None = None, stats: LatentStats | None = None,
+                 name: str = "in-memory latents"):
+        self.z, self.labels, self.name = z, labels, name
+        c = z.shape[1]
+        self.stats = stats or LatentStats(torch.zeros(c), torch.ones(c))
+        self.vae_sha256 = None
+        self.latent_shape = tuple(z.shape[1:])
+        self.sampler = _sampler(z, cfg.batch_size, cfg.seed, cfg.grad_accum)
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def check(self, net_config) -> None:
+        check_latents(self, net_config, self.name)
+
+    def next_batch(self, step: int) -> dict[str, Any]:
+        ids = self.sampler.next_indices()
+        batch = {"z": self.z[ids], "kind": "video", "epoch": self.sampler.epoch}
+        if self.labels is not None:
+            batch["y"] = self.labels[ids]
+        return batch
+
+    def describe(self) -> dict[str, Any]:
+        return {"vae_sha256": None, "dir": self.name}
+
+    def export_extras(self) -> dict[str, Any]:
+        return {"latent_stats": self.stats.to_dict()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"video": self.sampler.state_dict()}

@@ -9,7 +9,6 @@ EMA, optimiser and scheduler state, RNG states, data position), written atomical
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import random
@@ -234,13 +233,6 @@ def check_parallel(parallel: str, world: int, is_main: bool, offered: str = "'dd
                          f"set parallel={offered}, or launch a single process")
     if parallel != "none" and world == 1 and is_main:
         print(f"note: parallel={parallel!r} in a single process: training unwrapped (launch with torchrun)")
-
-
-def autocast_for(precision: str, device: torch.device):
-    """bf16 autocast for "bf16", and for "auto" on CUDA; fp32 (a null context) otherwise."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class LogWindow:

@@ -43,7 +43,8 @@ from walt.config import config_to_dict
 from walt.diffusion.loss import diffusion_loss
 from walt.diffusion.schedule import DiffusionSchedule
 from walt.train.batches import LatentBatches
-from walt.train.common import (EMA, autocast_for, capture_rng_state, check_finite, check_parallel, checkpoint_path,
+from walt.train.precision import autocast_for, resolve_precision
+from walt.train.common import (EMA, capture_rng_state, check_finite, check_parallel, checkpoint_path,
                                restore_rng_state, resume_point, run_steps, save_training_state, warmup_cosine_scheduler)
 from walt.train.denoiser_config import DenoiserTrainConfig, DenoiserTrainResult, check_resumable
 from walt.train.denoiser_outputs import TrainLog, write_samples
@@ -220,7 +221,7 @@ class _Run:
                                      weight_decay=cfg.weight_decay)
         self.sched = warmup_cosine_scheduler(self.opt, cfg.warmup_steps, cfg.steps, cfg.min_lr / cfg.lr)
         self.schedule = DiffusionSchedule(cfg.diffusion)
-        self.autocast = autocast_for(cfg.precision, self.device)
+        self.autocast = autocast_for(resolve_precision(cfg.precision, self.device), self.device)
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Resume, part 2: weights, EMA, optimiser, scheduler, RNG (FSDP: each rank loads its shards)."""

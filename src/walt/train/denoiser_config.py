@@ -33,7 +33,8 @@ class DenoiserTrainConfig:
 
     `batch_size` is the GLOBAL batch per optimizer step (paper: 256), split evenly over
     ranks and then over `grad_accum` micro-batches: batch_size % (world_size * grad_accum) == 0.
-    `precision`: "auto" = bf16 autocast on CUDA, fp32 on CPU.
+    `precision`: "auto" = bf16 autocast on CUDA, fp32 on CPU; "fast" = bf16 wherever it is faster
+    (CUDA, CPUs with native bf16: `walt.train.precision`).
     `image_ratio`: fraction of steps that take an image batch from the image cache (joint
     image-video training; 0.5 alternates); ignored without an image cache.
     """
@@ -49,7 +50,7 @@ class DenoiserTrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # global L2 norm; <= 0 disables clipping
     ema_decay: float = 0.9999  # *choice* (DiT); the paper says only "EMA"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fast"] = "auto"
     activation_checkpointing: bool = False
     compile: bool = False
     parallel: Literal["none", "ddp", "fsdp"] = "none"
@@ -75,8 +76,8 @@ class DenoiserTrainConfig:
             raise ValueError("DenoiserTrainConfig: lr must be > 0; min_lr, warmup_steps, sample_every >= 0")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"DenoiserTrainConfig.betas must be in [0, 1), got {self.betas}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"DenoiserTrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fast"):
+            raise ValueError(f"DenoiserTrainConfig.precision must be 'auto', 'fp32', 'bf16' or 'fast', got {self.precision!r}")
         if self.parallel not in ("none", "ddp", "fsdp"):
             raise ValueError(f"DenoiserTrainConfig.parallel must be 'none', 'ddp' or 'fsdp', got {self.parallel!r}")
         if not 0.0 <= self.image_ratio <= 1.0:

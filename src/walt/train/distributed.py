@@ -119,6 +119,20 @@ def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+# The last stop signal any GracefulStop received in this process: a driver that runs several
+# training calls (the demo's deadline segments) reads it between calls and ends the whole job.
+_STOP: dict[str, Any] = {"signal": None}
+
+
+def stop_requested() -> str | None:
+    """The name of the SIGTERM / SIGINT received since the last `clear_stop_request()`, or None."""
+    return _STOP["signal"]
+
+
+def clear_stop_request() -> None:
+    _STOP["signal"] = None
+
+
 class GracefulStop:
     """Context manager: SIGTERM / SIGINT only set `flag`; the training loop checks it once per step.
 
@@ -126,21 +140,26 @@ class GracefulStop:
     step), writes a checkpoint and returns. A second SIGINT raises KeyboardInterrupt at once
     (abort without saving). Handlers are installed only in the main thread (the only one that
     receives signals) and the previous handlers are restored on exit. Under torchrun, the
-    launcher forwards SIGTERM / SIGINT to every worker.
+    launcher forwards SIGTERM / SIGINT to every worker. The signal is also recorded for
+    `stop_requested()`: a driver that runs several training calls checks it between them.
+    `announce=False` (or an enclosing quiet GracefulStop) leaves the message to the caller.
     """
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
+    _quiet_depth = 0  # > 0 inside a GracefulStop(announce=False): nested ones print nothing either
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT), announce: bool = True):
         self.flag = threading.Event()
         self.received: str | None = None
         self._signals = signals
+        self._announce = announce
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum, frame):
         if self.flag.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: the user really wants out now
-        self.received = signal.Signals(signum).name
+        self.received = _STOP["signal"] = signal.Signals(signum).name
         self.flag.set()
-        if is_main():
+        if is_main() and self._announce and GracefulStop._quiet_depth == 0:
             print(f"\n{self.received} received: finishing this step, saving a checkpoint, then stopping "
                   "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
 
@@ -148,12 +167,16 @@ class GracefulStop:
         if threading.current_thread() is threading.main_thread():
             for s in self._signals:
                 self._old[s] = signal.signal(s, self._handle)
+        if not self._announce:
+            GracefulStop._quiet_depth += 1
         return self
 
     def __exit__(self, *exc) -> bool:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old.clear()
+        if not self._announce:
+            GracefulStop._quiet_depth -= 1
         return False
 
 

@@ -48,7 +48,8 @@ from torch import Tensor
 from walt.autoencoder.discriminator import Discriminator3D
 from walt.autoencoder.losses import VAELoss
 from walt.config import config_to_dict
-from walt.train.common import (EMA, autocast_for, capture_rng_state, check_finite, check_parallel, checkpoint_path,
+from walt.train.precision import autocast_for, resolve_precision
+from walt.train.common import (EMA, capture_rng_state, check_finite, check_parallel, checkpoint_path,
                                restore_rng_state, resume_point, run_steps, save_training_state, warmup_cosine_scheduler)
 from walt.train.distributed import all_reduce_mean, barrier, get_rank, get_world_size, is_main
 from walt.train.metrics_log import MetricsLog
@@ -71,8 +72,8 @@ def _step_seed(seed: int, step: int) -> int:
 
 def _posterior_noise(vae: nn.Module, clip_shape: tuple[int, ...], cfg: VAETrainConfig, step: int, rank: int,
                      per_rank: int, device: torch.device) -> Tensor | None:
-    """This rank's slice (B_rank, c, t, h, w) of the global batch's reparameterisation noise (None if kl=False)."""
-    if not vae.config.kl:
+    """This rank's slice (B_rank, c, t, h, w) of the global batch's posterior / decoder-input noise (or None)."""
+    if not vae.config.kl and cfg.decoder_noise <= 0:
         return None
     c, t, h, w = vae.latent_shape(*clip_shape[2:])  # also validates frames and size
     gen = torch.Generator(device=device).manual_seed(_step_seed(cfg.seed, step))
@@ -207,7 +208,7 @@ class _VAERun:
             # D's schedule counts D updates: it warms up from when it starts training.
             d_steps = max(1, cfg.steps - cfg.disc_start_step)
             self.sched_d = warmup_cosine_scheduler(self.opt_d, cfg.warmup_steps, d_steps, cfg.min_lr / cfg.lr)
-        self.autocast = autocast_for(cfg.precision, self.device)
+        self.autocast = autocast_for(resolve_precision(cfg.precision, self.device), self.device)
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Resume, part 2: EMA, optimisers, schedules, RNG."""
@@ -231,7 +232,8 @@ class _VAERun:
 
         # 1. generator (autoencoder) step, D frozen but differentiable w.r.t. its input
         self.opt_g.zero_grad(set_to_none=True)
-        recons, logs = generator_pass(step, x, noise, self.model_g, self.disc, self.loss_fn, k, self.autocast)
+        recons, logs = generator_pass(step, x, noise, self.model_g, self.disc, self.loss_fn, k, self.autocast,
+                                      decoder_noise=cfg.decoder_noise)
         logs, stop_now = _reduce(logs, stop_flag.is_set(), device)
         check_finite(logs["g_total"], step, "generator loss")  # same value on every rank
         logs["grad_norm_g"] = clip_grad_norm(self.vae.parameters(), cfg.grad_clip)

@@ -40,7 +40,8 @@ class VAETrainConfig:
 
     `batch_size` is the GLOBAL batch per optimizer step (MAGVIT-v2: 256), split evenly over ranks
     and then over `grad_accum` micro-batches: batch_size % (world_size * grad_accum) == 0.
-    `precision`: "auto" = bf16 autocast on CUDA, fp32 on CPU; "bf16" / "fp32" force one.
+    `precision`: "auto" = bf16 autocast on CUDA, fp32 on CPU; "fast" = bf16 wherever it is faster
+    (`walt.train.precision`); "bf16" / "fp32" force one.
     `perceptual`: "none" (default) or "i3d". The MAGVIT-v2 perceptual loss uses ImageNet
     LPIPS/VGG weights, which cannot be obtained offline here (PyPI only, no model hubs); the one
     genuinely pretrained video network available is the Kinetics-400 I3D of `walt.eval.i3d`
@@ -65,7 +66,7 @@ class VAETrainConfig:
     disc_lr: Optional[float] = None  # None: same as lr
     disc_start_step: int = 0
     ema_decay: float = 0.999
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fast"] = "auto"
     activation_checkpointing: bool = False
     compile: bool = False
     parallel: Literal["none", "ddp"] = "none"
@@ -76,11 +77,15 @@ class VAETrainConfig:
     sample_clips: int = 4
     tensorboard: bool = True  # also log to TensorBoard when it is installed
     seed: int = 0
+    # Decoder-input noise (kl=False): the decoder sees z + decoder_noise * std(z) * eps, see CausalVAE.forward.
+    decoder_noise: float = 0.0
     perceptual: Literal["none", "i3d"] = "none"
     loss: VAELossConfig = field(default_factory=VAELossConfig)
     discriminator: Optional[DiscriminatorConfig] = field(default_factory=DiscriminatorConfig)
 
     def __post_init__(self):
+        if not 0.0 <= self.decoder_noise <= 10.0:
+            raise ValueError(f"VAETrainConfig.decoder_noise must be in [0, 10], got {self.decoder_noise}")
         positive = ("steps", "batch_size", "grad_accum", "log_every", "ckpt_every", "keep_checkpoints", "sample_clips")
         for name in positive:
             if getattr(self, name) < 1:
@@ -94,8 +99,8 @@ class VAETrainConfig:
             raise ValueError("VAETrainConfig.warmup_steps, disc_start_step and sample_every must be >= 0")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"VAETrainConfig.betas must be in [0, 1), got {self.betas}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"VAETrainConfig.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fast"):
+            raise ValueError(f"VAETrainConfig.precision must be 'auto', 'fp32', 'bf16' or 'fast', got {self.precision!r}")
         if self.parallel == "fsdp":
             raise ValueError(FSDP_REFUSAL)
         if self.parallel not in ("none", "ddp"):

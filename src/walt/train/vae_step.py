@@ -51,7 +51,7 @@ def _scorer(disc: nn.Module, autocast) -> Callable[[Tensor], Tensor]:
 
 def generator_pass(
     step: int, x: Tensor, noise: Tensor | None, model: nn.Module, disc_raw: nn.Module | None, loss_fn: VAELoss,
-    k: int, autocast=contextlib.nullcontext(),
+    k: int, autocast=contextlib.nullcontext(), decoder_noise: float = 0.0,
 ) -> tuple[list[Tensor], dict[str, float]]:
     """Forward + backward of the autoencoder loss over k micro-batches (gradients in `.grad`, no step).
 
@@ -67,7 +67,8 @@ def generator_pass(
         xm, nm = micro_batch(x, m, k), micro_batch(noise, m, k)
         with no_grad_sync(model, enabled=m < k - 1):
             with autocast:
-                recon, mean, logvar = model(xm, sample_posterior=True, noise=nm)  # (b, 3, T, H, W), (b, c, t, h, w)
+                recon, mean, logvar = model(xm, sample_posterior=True, noise=nm,
+                                            decoder_noise=decoder_noise)  # (b, 3, T, H, W), (b, c, t, h, w)
             recon = recon.float()  # losses in fp32
             mean = mean.float() if mean is not None else None
             logvar = logvar.float() if logvar is not None else None
