@@ -15,8 +15,9 @@ Conventions every benchmark follows:
     Where that reset is not available the peak is the process's peak so far (an upper bound,
     and said so); benchmarks that need exact CPU peaks run each case in a fresh process
     (`run_isolated`);
-  * FLOPs (`count_flops`) are counted, never estimated: `torch.utils.flop_counter.FlopCounterMode`
-    over one real call (matmuls, convolutions, attention; 2 FLOPs per multiply-add).
+  * FLOPs (`count_flops`, from `walt.eval.flops`: the studies count with it too) are counted, never
+    estimated: `torch.utils.flop_counter.FlopCounterMode` over one real call (matmuls, convolutions,
+    attention; 2 FLOPs per multiply-add).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import time
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from walt.eval.flops import count_flops  # noqa: F401  (used by the sections)
 from walt.train.precision import bf16_kernels_work, fastest_dtype, matmul_peak_gflops  # noqa: F401  (used by the sections)
 
 
@@ -166,26 +167,3 @@ def run_isolated(module: str, case: dict, timeout: float = 3600, cwd: str | None
     if out.returncode != 0:
         raise RuntimeError(f"benchmark case {case} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-# --- FLOPs -----------------------------------------------------------------------------------
-
-
-_aten = torch.ops.aten
-# FlopCounterMode knows the CUDA SDPA kernels but not the CPU flash kernel: count it the same way.
-_CPU_SDPA_FLOPS = {
-    _aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
-    _aten._scaled_dot_product_flash_attention_for_cpu_backward: (
-        lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v)
-    ),
-}
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs (2 per multiply-add) of the matmuls, convolutions and attention that `fn()` runs.
-
-    Elementwise ops, normalisations and the optimizer are not counted (the usual MFU convention).
-    """
-    with FlopCounterMode(display=False, custom_mapping=_CPU_SDPA_FLOPS) as counter:
-        fn()
-    return counter.get_total_flops()
