@@ -106,6 +106,24 @@ def test_factor_variants(f_s, f_t):
         torch.testing.assert_close(yc, vae.decode(z), atol=1e-5, rtol=0)
 
 
+def test_early_temporal_downsampling_moves_time_to_the_first_transitions():
+    late, early = preset_config("tiny", temporal_factor=2), preset_config("tiny", temporal_factor=2,
+                                                                          temporal_downsampling="early")
+    assert late.transition_strides == ((1, 2), (1, 2), (2, 2))  # f_s = 8: 3 transitions, time in the last
+    assert early.transition_strides == ((2, 2), (1, 2), (1, 2))
+    x = video(frames=9, size=16, batch=1)
+    vae = make_vae(temporal_factor=2, temporal_downsampling="early")
+    with torch.no_grad():
+        z = vae.encode(x)
+        assert z.shape == (1, 4, 5, 2, 2) and vae.decode(z).shape == x.shape
+        x2 = x.clone()
+        x2[:, :, 3] += 0.5  # frame 3 belongs to latent frame 2 (1 + 2k frames -> 1 + k)
+        z2 = vae.encode(x2)
+        assert torch.equal(z2[:, :, :2], z[:, :, :2]) and not torch.allclose(z2[:, :, 2], z[:, :, 2])
+    with pytest.raises(ValueError, match="temporal_downsampling"):
+        preset_config("tiny", temporal_downsampling="middle")
+
+
 def test_channel_multipliers_are_extended_for_large_factors():
     cfg = preset_config("tiny", spatial_factor=16)  # 4 transitions from 3 multipliers
     assert cfg.num_levels == 5
