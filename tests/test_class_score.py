@@ -59,6 +59,9 @@ def test_classifier_shapes_determinism_and_cache(tmp_path):
     assert torch.equal(classify(clf1, x)[1], classify(clf2, x)[1])
     _, info3 = classifier_for(vae, clips, 2, {"dataset": "other"}, cfg, folder=tmp_path)
     assert not info3["cached"]  # other clips: another classifier
+    real, info4 = classifier_for(None, clips, 2, key, cfg, folder=tmp_path)  # no autoencoder: trained on the clips
+    assert not info4["cached"] and classifier_for(None, clips, 2, key, cfg, folder=tmp_path)[1]["cached"]
+    assert torch.equal(classify(real, x)[1], classify(train_classifier(*_clips(8, 0), 2, cfg), x)[1])
     write_confusion_png([[3, 1], [0, 4]], ["bouncing", "sliding"], tmp_path / "c.png", "t")
     assert (tmp_path / "c.png").stat().st_size > 0
 

@@ -3,11 +3,13 @@
 FVD says how far two sets of clips are apart; it does not say whether a class-conditional sample
 shows the motion it was asked for. This score does, for the built-in procedural dataset
 (`walt.data.synthetic`), whose classes are kinds of motion. A small 3D CNN (`MotionClassifier`)
-reads frames and frame differences and names the class. It is trained on the autoencoder's
+reads frames and frame differences and names the class. The demo trains it on the autoencoder's
 *reconstructions* of training clips, so the autoencoder's blur is not counted against the
 denoiser: its accuracy on held-out reconstructions is the ceiling a denoiser can reach through
-that autoencoder. Its pooled features also give a Fréchet distance (`feature_frechet`), cheap
-enough for hundreds of clips where the I3D of FVD costs ~1 CPU-s per clip.
+that autoencoder. A study comparing autoencoders trains one classifier on the real clips
+instead (`classifier_for(None, ...)`), so every design is scored by the same network. Its pooled
+features also give a Fréchet distance (`feature_frechet`), cheap enough for hundreds of clips
+where the I3D of FVD costs ~1 CPU-s per clip.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def cache_dir() -> Path:
 
 
 def classifier_for(
-    vae: nn.Module,
+    vae: nn.Module | None,
     clips: Callable[[int], tuple[Tensor, Tensor]],
     num_classes: int,
     data_key: dict,
@@ -209,10 +211,10 @@ def classifier_for(
     """The motion classifier for this autoencoder and dataset: loaded from the cache or trained.
 
     `clips(n)` returns n training clips (n, 3, T, H, W) in [-1, 1] and their labels; the classifier
-    learns from their reconstructions through `vae`. The cache key is the autoencoder's weights
-    hash, `data_key` (what `clips` draws: dataset, size, restriction) and `cfg`, so a retrained
-    autoencoder or other clips never reuse a stale classifier. Returns (classifier, info) with
-    info["cached"] and info["seconds"].
+    learns from their reconstructions through `vae`, or from the clips themselves when `vae` is
+    None. The cache key is the autoencoder's weights hash, `data_key` (what `clips` draws:
+    dataset, size, restriction) and `cfg`, so a retrained autoencoder or other clips never reuse a
+    stale classifier. Returns (classifier, info) with info["cached"] and info["seconds"].
     """
     import time
 
@@ -221,7 +223,7 @@ def classifier_for(
     from walt.data.latent_dataset import vae_fingerprint
 
     cfg = cfg or ClassifierConfig()
-    key = {"vae": vae_fingerprint(vae), "data": data_key, "config": dataclasses.asdict(cfg), "classes": num_classes}
+    key = {"vae": vae_fingerprint(vae) if vae is not None else "real clips", "data": data_key, "config": dataclasses.asdict(cfg), "classes": num_classes}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     path = Path(folder or cache_dir()) / f"{digest}.safetensors"
     t0 = time.perf_counter()
@@ -232,7 +234,8 @@ def classifier_for(
             clf.load_state_dict(state["model"])
             return clf.eval().requires_grad_(False), {"cached": True, "seconds": time.perf_counter() - t0, "path": str(path)}
     videos, labels = clips(cfg.train_clips)
-    clf = train_classifier(reconstruct(vae, videos), labels, num_classes, cfg, progress=progress)
+    clf = train_classifier(reconstruct(vae, videos) if vae is not None else videos, labels, num_classes, cfg,
+                           progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, {"kind": CHECKPOINT_KIND, "digest": digest, "key": json.dumps(key, default=str), "frames": videos.shape[2], "config": config_to_dict(cfg),
                            "model": clf.state_dict()})
