@@ -42,7 +42,7 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     assert "reconstruction PSNR" in report and "dB" in report
     assert "Time per stage" in report and "autoencoder training" in report and "W.A.L.T training" in report
     m = json.loads((out / "metrics.json").read_text())
-    assert m["reconstruction"]["psnr_db"] > 0 and set(m["stages"]) == {"vae", "cache", "walt", "samples"}
+    assert m["reconstruction"]["psnr_db"] > 0 and set(m["stages"]) == {"vae", "cache", "classifier", "walt", "samples"}
     assert all(m["stages"][s]["seconds"] > 0 for s in m["stages"])
     assert m["stages"]["vae"]["steps"] >= 2 and m["stages"]["walt"]["steps"] >= 2  # the minimum steps
     assert [r["class"] for r in m["motion_energy"]] == list(classes)
@@ -72,7 +72,7 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, capsys):
     assert main(SMOKE + NO_FVD + ["--out", str(out), "--samples-per-class", "2", "--set", "guidance_scale=2"]
                 + text) == 0
     log = capsys.readouterr().out
-    assert log.count("reused") == 3
+    assert log.count("reused") == 4
     assert all(_nonempty(out / "samples" / f"{c}_1.mp4") for c in classes)
     assert json.loads((out / "stages.json").read_text())["stages"]["vae"]["seconds"] == vae_time
     if text:  # the MiniLM package is installed: prompts -> videos, listed in the report
@@ -309,7 +309,7 @@ def test_demo_stops_on_a_signal_and_resumes(tmp_path, sig, code):
     done = subprocess.run(cmd[:-2] + ["--out", str(out), "--resume", "--minutes", "0.5"], env=env,
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("reused") == 2 and "resuming stage 'walt'" in done.stdout  # vae, cache
+    assert done.stdout.count("reused") == 3 and "resuming stage 'walt'" in done.stdout  # vae, cache, classifier
     assert (out / "report.md").is_file() and not (out / "interrupted.json").exists()
     steps = json.loads((out / "metrics.json").read_text())["stages"]["walt"]["steps"]
     assert steps >= stopped_step

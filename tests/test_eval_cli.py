@@ -403,6 +403,35 @@ def test_cli_fvd_of_a_checkpoint(ckpts, standin, tmp_path):
     assert standin[0].clips_seen == 4
 
 
+def test_cli_fvd_frame_prediction_task(ckpts, standin, tmp_path, capsys):
+    """`--task frame-prediction`: each sample continues the first 5 frames of a real clip (K600's layout)."""
+    from walt.denoiser import WALT
+    from walt.eval.fvd import fvd_protocol
+
+    k600 = fvd_protocol("k600_frame_prediction")
+    assert (k600.context_frames, k600.num_frames - k600.context_frames, k600.num_fake) == (5, 11, 50_000)
+    assert fvd_protocol("smoke").protocol_hash() == fvd_protocol("smoke", task="generation").protocol_hash()
+    with pytest.raises(ValueError, match="context_frames"):
+        fvd_protocol("smoke", context_frames=5)
+    torch.manual_seed(0)
+    net = WALT.load(ckpts["walt"])
+    fp = WALT.from_preset("tiny", **{**dict(hidden_size=32, depth=2, input_size=(5, 4, 4), num_classes=8,
+                                            in_channels=net.config.in_channels), "frame_conditioning": True})
+    fp.save(tmp_path / "fp.safetensors")
+    out = tmp_path / "fvd"
+    base = ["eval", "fvd", "--vae", ckpts["vae"], "--data", "builtin", "--num-real", 2, "--num-fake", 2,
+            "--steps", 2, "--no-stats-cache", "--no-progress", "--device", "cpu"]
+    assert cli(base + ["--ckpt", tmp_path / "fp.safetensors", "--task", "frame-prediction", "--out", out]) == 0
+    res = strict_json(out / "fvd.json")
+    assert res["protocol"]["name"] == "smoke_frame_prediction" and np.isfinite(res["fvd"])
+    # a generation protocol with the frame-prediction task, or a model without frame conditioning: one line
+    code = cli(base + ["--ckpt", tmp_path / "fp.safetensors", "--task", "frame-prediction", "--protocol", "smoke",
+                       "--out", tmp_path / "x"])
+    assert code == 2 and "generation protocol" in capsys.readouterr().err
+    code = cli(base + ["--ckpt", ckpts["walt"], "--task", "frame-prediction", "--out", tmp_path / "y"])
+    assert code == 2 and "without frame conditioning" in capsys.readouterr().err
+
+
 def _bad_cases(c, d, tmp):
     recon = ["eval", "recon", "--vae", c["vae"], "--data", "builtin", "--frames", 17, "--resolution", 32]
     fvd = ["eval", "fvd", "--real", d["a"], "--fake", d["b"]]

@@ -53,6 +53,7 @@ class ToySettings:
     speed: float = 0.5  # cells per frame
     blob_sigma: float = 1.2  # cells
     seed: int = 0
+    precision: str = "fast"  # walt.train.precision: bf16 where the CPU runs it natively, as the demo trains
     denoiser: tuple[tuple[str, object], ...] = ()  # WALT overrides on top of the demo's size
 
     def __post_init__(self):
@@ -123,7 +124,7 @@ def run_variant(variant: str, s: ToySettings, device: torch.device, log: Callabl
     net = _toy_net(s).to(device)
     cfg = DenoiserTrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
                               ema_decay=s.ema_decay, log_every=max(1, s.steps // 10), ckpt_every=10**9,
-                              keep_checkpoints=1, seed=s.seed, tensorboard=False,
+                              keep_checkpoints=1, seed=s.seed, tensorboard=False, precision=s.precision,
                               loss=DiffusionLossConfig(p_frame_pred=0.5, context_frames=(1, 2)))
     with tempfile.TemporaryDirectory(prefix="walt-toy-") as tmp:
         result = train_denoiser(cfg, net, TensorBatches(x, cfg, labels=y, name=f"toy {variant}"), tmp, progress=False)

@@ -72,7 +72,12 @@ def add_args(p: argparse.ArgumentParser) -> None:
     f.add_argument("--data", default=None, help="real clips: 'builtin' or a video folder / .csv / UCF-101 root")
     f.add_argument("--real", default=None, help="folder of real videos (folder-vs-folder mode)")
     f.add_argument("--fake", default=None, help="folder of generated videos (folder-vs-folder mode)")
-    f.add_argument("--protocol", default="smoke", help="smoke | stylegan_v | magvit_ucf101 (default smoke)")
+    f.add_argument("--protocol", default=None,
+                   help="smoke | stylegan_v | magvit_ucf101 (generation; default smoke) or k600_frame_prediction | "
+                        "smoke_frame_prediction (frame prediction; default with --task frame-prediction)")
+    f.add_argument("--task", default=None, choices=["generation", "frame-prediction"],
+                   help="generation (from noise) or frame-prediction (continue the first frames of each real clip, "
+                        "the protocol's context_frames; needs a frame-conditioned model); default: the protocol's")
     f.add_argument("--num-real", type=int, default=None, help="override the protocol's real clip count")
     f.add_argument("--num-fake", type=int, default=None, help="override the protocol's generated clips per repeat")
     f.add_argument("--repeats", type=int, default=None, help="override the protocol's number of repeats")

@@ -57,8 +57,15 @@ def run_fvd(args: argparse.Namespace) -> int:
                         "or give --real DIR --fake DIR")
     if args.frame_stride is not None:
         A.positive_int(args.frame_stride, "--frame-stride")
-    proto = A.fvd_protocol_arg(args.protocol, num_real=args.num_real, num_fake=args.num_fake,
+    name = args.protocol or ("smoke_frame_prediction" if args.task == "frame-prediction" else "smoke")
+    proto = A.fvd_protocol_arg(name, num_real=args.num_real, num_fake=args.num_fake,
                                num_repeats=args.repeats, frame_stride=args.frame_stride, real_split=args.real_split)
+    if args.task is not None and args.task != proto.task:
+        other = "k600_frame_prediction or smoke_frame_prediction" if args.task == "frame-prediction" else "smoke"
+        raise UserError(f"--protocol {proto.name} is a {proto.task} protocol but --task is {args.task}; use {other}")
+    if proto.task == "frame-prediction" and folders:
+        raise UserError("--task frame-prediction samples a model from real contexts: give --ckpt --vae --data, "
+                        "not --real/--fake")
     device = F.pick_device(args.device)
     out = F.check_out_not_file(args.out)
     cache = None
@@ -126,6 +133,13 @@ def _fvd_of_model(args, proto, device, out, cache) -> int:
     if frames < proto.num_frames:
         raise UserError(f"--ckpt {ckpt_path} generates {frames}-frame clips but FVD scores {proto.num_frames} frames; "
                         "FVD needs a model of >= 5 latent frames (17 video frames)")
+    if proto.task == "frame-prediction":
+        if not cfg.frame_conditioning:
+            raise UserError(f"--task frame-prediction: --ckpt {ckpt_path} was trained without frame conditioning "
+                            "(train with --set frame_conditioning=true)")
+        if (proto.context_frames - 1) % f_t:
+            raise UserError(f"the protocol gives {proto.context_frames} context frames, not 1 + {f_t}k for this "
+                            f"autoencoder's temporal factor {f_t}: they do not encode into whole latent frames")
     ds = F.real_dataset(args, proto, frames, H if H == W else (H, W), proto.num_real, args.data_seed, f_t)
     n_real = proto.num_real if proto.num_real is not None else len(ds)
     if len(ds) < max(n_real, 2):
@@ -158,10 +172,22 @@ def _score_model(args, stage, vae, ds, proto, i3d, cache, pool, device) -> dict:
 
     net, cfg = stage.net, stage.net.config
 
+    def contexts(seeds, labels):
+        """Frame prediction: sample i continues the first context_frames of real clip (seed_i - seed)."""
+        if proto.task != "frame-prediction":
+            return None, labels
+        items = [ds[(s - args.seed) % len(ds)] for s in seeds]
+        ctx = torch.stack([it["video"][:, :proto.context_frames] for it in items]).to(device)  # (b, 3, k, H, W)
+        if labels is not None and all("label" in it and it["label"] is not None for it in items):
+            labels = [int(it["label"]) for it in items]  # the clip's own class
+        return vae.encode(ctx), labels  # (b, c, k_lat, h, w) raw latents
+
     def generate_fn(seeds, labels):
+        context, labels = contexts(seeds, labels)
         y = torch.tensor(labels, device=device) if labels is not None else None
         z = generate(net, stage.schedule, (len(seeds), cfg.in_channels, *cfg.input_size), sampler=args.sampler,
-                     steps=args.steps, y=y, seeds=seeds, latent_stats=stage.latent_stats)  # (b, c, T, h, w) raw
+                     steps=args.steps, y=y, seeds=seeds, latent_stats=stage.latent_stats,
+                     context=context)  # (b, c, T, h, w) raw
         return vae.decode(z).float().clamp(-1, 1)  # (b, 3, frames, H, W)
 
     with torch.no_grad():

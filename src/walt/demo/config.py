@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from walt.config import from_presets
+from walt.experiment.recipes import DEMO_DENOISER
 from walt.data.synthetic import CLASS_NAMES
 
 
@@ -42,9 +43,9 @@ class DemoConfig:
     heldout_clips: int = 16  # clips of another seed: reconstruction metrics, frame-prediction contexts
     # appearance restriction (walt.demo.data.DemoVideos); () / 1.0 = the full built-in dataset
     backgrounds: tuple[str, ...] = ("plain", "gradient", "radial")
-    textures: tuple[str, ...] = ("two-tone", "gradient")
+    textures: tuple[str, ...] = ("two-tone",)
     shapes: tuple[str, ...] = ()  # () = all 8 shapes of the built-in dataset
-    shape_scale: float = 1.3
+    shape_scale: float = 1.8
     speed_scale: float = 2.0  # every motion's rate x this (walt.demo.data.demo_videos); 1.0 = as built in
     # ---- stage 1: causal autoencoder (CausalVAE "tiny" preset + these overrides) ----
     vae_overrides: tuple[tuple[str, object], ...] = (
@@ -58,12 +59,11 @@ class DemoConfig:
     vae_warmup_steps: int = 10
     vae_min_steps: int = 20
     vae_kl_weight: float = 1e-6  # used only when vae_overrides keep kl=True
-    vae_decoder_noise: float = 0.0  # walt.train.vae.VAETrainConfig.decoder_noise: noise on the decoder's input
+    vae_decoder_noise: float = 0.3  # walt.train.vae.VAETrainConfig.decoder_noise: noise on the decoder's input
     vae_recon_type: str = "l2"  # walt.autoencoder.losses.VAELossConfig.recon_type: "l1" (MAGVIT-v2), "l2", "l1+l2"
     # ---- stage 2: W.A.L.T denoiser (WALT "tiny" preset + these overrides) ----
-    walt_overrides: tuple[tuple[str, object], ...] = (
-        ("hidden_size", 96), ("depth", 4), ("num_heads", 4), ("patch_size", 2),
-    )
+    walt_overrides: tuple[tuple[str, object], ...] = tuple(DEMO_DENOISER.items())
+    walt_precision: str = "fast"  # walt.train.precision: bf16 autocast where the CPU runs bf16 natively, else fp32
     walt_batch_size: int = 16
     walt_lr: float = 2e-3
     walt_warmup_steps: int = 50
@@ -85,8 +85,8 @@ class DemoConfig:
     classifier_steps: int = 600
     # ---- FVD as the denoiser trains (walt.demo.fvd): protocol `smoke` of walt.eval, real Kinetics I3D ----
     fvd_clips: int = 32  # generated clips per evaluation = real clips per set (the smoke preset has 64); 0 = off
-    fvd_at_start: bool = True  # also score the untrained denoiser (the curve's first point)
-    fvd_checkpoints: tuple[float, ...] = (0.5,)  # fractions of the denoiser's run, besides step 0 and the end
+    fvd_at_start: bool = False  # also score the untrained denoiser (the curve's first point)
+    fvd_checkpoints: tuple[float, ...] = ()  # fractions of the denoiser's run, besides step 0 and the end
     fvd_sample_steps: int = 50  # DDIM steps of the FVD samples (paper: DDIM 50 for every result)
     fvd_max_share: float = 0.5  # FVD may take at most this share of the denoiser's time left (else fewer points; >= 1: all)
     # ---- text to video (`walt demo --text`, walt.demo.text): a second denoiser, prompts -> videos ----
@@ -118,6 +118,8 @@ class DemoConfig:
         if not 0.25 <= self.speed_scale <= 4.0 or self.vae_recon_type not in ("l1", "l2", "l1+l2"):
             raise ValueError(f"speed_scale must be in [0.25, 4] (got {self.speed_scale}) and vae_recon_type one of "
                              f"l1, l2, l1+l2 (got {self.vae_recon_type!r})")
+        if self.walt_precision not in ("auto", "fp32", "bf16", "fast"):
+            raise ValueError(f"walt_precision must be auto, fp32, bf16 or fast, got {self.walt_precision!r}")
         if not 0 < self.walt_snr_shift <= 1000:
             raise ValueError(f"walt_snr_shift must be in (0, 1000], got {self.walt_snr_shift}")
         if self.calibration_steps < 1 or self.calibration_steps > min(self.vae_warmup_steps, self.walt_warmup_steps):
@@ -159,7 +161,7 @@ def _smoke() -> DemoConfig:
         samples_per_class=1, sample_steps=4, calibration_steps=1,
         score_samples_per_class=2, score_heldout_clips=8, classifier_train_clips=16, classifier_steps=3,
         # FVD with the real I3D on 2 + 2 clips (9 frames: the I3D's minimum), every evaluation kept
-        fvd_clips=2, fvd_sample_steps=2, fvd_max_share=1.0,
+        fvd_clips=2, fvd_sample_steps=2, fvd_max_share=1.0, fvd_at_start=True, fvd_checkpoints=(0.5,),
     )
 
 
@@ -171,9 +173,9 @@ def _gpu() -> DemoConfig:
         vae_overrides=(("base_channels", 64), ("channel_multipliers", (1, 2, 2, 4)), ("num_res_blocks", 2),
                        ("spatial_factor", 8), ("temporal_factor", 4), ("latent_channels", 8), ("norm_groups", 32)),
         vae_train_frames=9, vae_batch_size=16, vae_lr=5e-4, vae_min_steps=200,
-        walt_overrides=(("hidden_size", 384), ("depth", 12), ("num_heads", 6)),
+        walt_overrides=(("hidden_size", 384), ("depth", 12), ("num_heads", 6)), vae_decoder_noise=0.0,
         walt_batch_size=64, walt_lr=5e-4, walt_min_steps=500, walt_ema_decay=0.999,
-        guidance_scale=1.0, context_latent_frames=2, fvd_clips=256, fvd_checkpoints=(0.25, 0.5),
+        guidance_scale=1.0, context_latent_frames=2, fvd_clips=256, fvd_checkpoints=(0.25, 0.5), fvd_at_start=True,
     )
 
 

@@ -135,3 +135,44 @@ def save_fvd_curve(path: str | Path, fvd: dict) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return path
+
+
+def save_minutes_curve(path: str | Path, runs: Sequence[dict]) -> Path:
+    """Class accuracy (left) and final FVD (right) against the demo's --minutes: what more time buys.
+
+    `runs`: the `metrics.json` of demo runs of one machine and preset at different budgets.
+    Accuracy is drawn with its ceiling (held-out reconstructions) and chance; FVD with its floor.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(runs, key=lambda r: r["minutes_budget"])
+    minutes = [r["minutes_budget"] for r in runs]
+    acc = [r["class_accuracy"]["generated"] for r in runs]
+    ceiling = [r["class_accuracy"]["reconstructed"] for r in runs]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.6, 3.8))
+    a.plot(minutes, acc, "o-", color="tab:blue", label="class-conditional samples")
+    a.plot(minutes, ceiling, "s--", color="tab:green", label="held-out reconstructions (ceiling)")
+    a.axhline(runs[0]["class_accuracy"]["chance"], color="grey", ls=":", label="chance")
+    for m, v in zip(minutes, acc):
+        a.annotate(f"{v:.2f}", (m, v), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    a.set(xlabel="--minutes", ylabel="motion-class accuracy", ylim=(0, 1), title="class score")
+    fvd = [(r["minutes_budget"], r.get("fvd") or {}) for r in runs]
+    fvd = [(m, f) for m, f in fvd if f.get("points")]
+    if fvd:
+        b.plot([m for m, _ in fvd], [f["points"][-1]["fvd"] for _, f in fvd], "o-", color="tab:blue",
+               label="samples, end of training")
+        b.plot([m for m, _ in fvd], [f["real_vs_real"] for _, f in fvd], ":", color="grey", label="real vs real (floor)")
+        b.set_yscale("log")
+    b.set(xlabel="--minutes", ylabel="FVD (smoke protocol)", title="FVD")
+    for ax in (a, b):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"walt demo on {runs[0]['machine'].get('cpu') or 'this machine'}", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return path

@@ -132,30 +132,45 @@ def _first_per_class(samples: dict[str, Any], per: int, keep: int) -> dict[str, 
     return {**samples, "videos": samples["videos"][idx], "labels": samples["labels"][idx]}
 
 
+def demo_classifier(cfg: DemoConfig, vae, seed: int):
+    """(the motion classifier of `walt.eval.class_score` for this autoencoder and the demo's clips, its record).
+
+    It learns from the autoencoder's reconstructions of training clips and is cached by the
+    autoencoder's weights hash and the clips' settings, so a rerun (or the report stage after
+    the stage that trained it) loads it in a moment.
+    """
+    from walt.eval.class_score import ClassifierConfig, classifier_for
+
+    ccfg = ClassifierConfig(steps=cfg.classifier_steps, train_clips=cfg.classifier_train_clips, seed=seed)
+    data_key = {"dataset": "walt.demo.data.DemoVideos", "seed": seed, **{k: getattr(cfg, k) for k in (
+        "resolution", "num_frames", "classes", "backgrounds", "textures", "shapes", "shape_scale", "speed_scale")}}
+    clf, built = classifier_for(vae, lambda n: _clips(cfg, n, seed), len(cfg.classes), data_key, ccfg)
+    return clf, {"cached": built["cached"], "train_clips": ccfg.train_clips, "steps": ccfg.steps,
+                 "seconds": built["seconds"]}
+
+
+def _clips(cfg: DemoConfig, n: int, clip_seed: int):
+    from walt.demo.data import demo_videos
+
+    ds = demo_videos(cfg, n, clip_seed)
+    return torch.stack([ds[i]["video"] for i in range(n)]), torch.tensor([ds[i]["label"] for i in range(n)])
+
+
 def class_scores(cfg: DemoConfig, out: Path, vae, stage, seed: int, device, samples: dict[str, Any]) -> dict[str, Any]:
     """The motion-class score (`walt.eval.class_score`) of the samples, its ceiling and the label influence.
 
-    The classifier learns from the autoencoder's reconstructions of training clips (cached by the
-    autoencoder's hash); it is scored on held-out clips of a third seed (real and reconstructed:
-    the ceiling a denoiser can reach through this autoencoder) and on the class-conditional
-    samples (right when it names the class that was asked for). Writes confusion_matrix.png.
+    The classifier (`demo_classifier`) is scored on held-out clips of a third seed (real and
+    reconstructed: the ceiling a denoiser can reach through this autoencoder) and on the
+    class-conditional samples (right when it names the class that was asked for). Writes
+    confusion_matrix.png.
     """
-    from walt.demo.data import demo_videos
-    from walt.eval.class_score import ClassifierConfig, classifier_for, score_clips, write_confusion_png
+    from walt.eval.class_score import score_clips, write_confusion_png
     from walt.eval.label_influence import label_influence
 
     t0 = time.time()
     names = list(cfg.classes)
-
-    def clips(n: int, clip_seed: int):
-        ds = demo_videos(cfg, n, clip_seed)
-        return torch.stack([ds[i]["video"] for i in range(n)]), torch.tensor([ds[i]["label"] for i in range(n)])
-
-    data_key = {"dataset": "walt.demo.data.DemoVideos", "seed": seed, **{k: getattr(cfg, k) for k in (
-        "resolution", "num_frames", "classes", "backgrounds", "textures", "shapes", "shape_scale", "speed_scale")}}
-    ccfg = ClassifierConfig(steps=cfg.classifier_steps, train_clips=cfg.classifier_train_clips, seed=seed)
-    clf, built = classifier_for(vae, lambda n: clips(n, seed), len(names), data_key, ccfg)
-    real, labels = clips(cfg.score_heldout_clips, seed + 20_011)  # seen by no network, nor by the classifier
+    clf, built = demo_classifier(cfg, vae, seed)
+    real, labels = _clips(cfg, cfg.score_heldout_clips, seed + 20_011)  # seen by no network, nor by the classifier
     scores = score_clips(clf, names, samples["videos"], samples["labels"], real, labels, vae)
     acc = scores["class_accuracy"]
     write_confusion_png(acc["confusion"], names, out / "confusion_matrix.png",
@@ -165,9 +180,7 @@ def class_scores(cfg: DemoConfig, out: Path, vae, stage, seed: int, device, samp
         z = stage.latent_stats.normalize(torch.cat([vae.encode(real[i:min(i + 32, n)].to(device)) for i in range(0, n, 32)]))
     influence = (label_influence(stage.net, stage.schedule, z.to(device), labels[:len(z)].to(device))
                  if len(names) > 1 else {})
-    acc.update(guidance_scale=cfg.guidance_scale, seconds=time.time() - t0,
-               classifier={"cached": built["cached"], "train_clips": ccfg.train_clips, "steps": ccfg.steps,
-                           "seconds": built["seconds"]})
+    acc.update(guidance_scale=cfg.guidance_scale, seconds=time.time() - t0, classifier=built)
     return {**scores, "label_influence": influence}
 
 

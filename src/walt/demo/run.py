@@ -40,10 +40,11 @@ from walt.io import read_json, write_json
 
 __all__ = ["run_demo", "DemoError", "DemoInterrupted", "STAGES"]
 
-STAGES = ("vae", "cache", "walt", "text", "samples")
+STAGES = ("vae", "cache", "classifier", "walt", "text", "samples")
 STAGE_TITLES = {
     "vae": "train the causal autoencoder",
     "cache": "encode the latent cache",
+    "classifier": "train the motion classifier of the class score",
     "walt": "train the W.A.L.T denoiser (and measure its FVD)",
     "text": "train the text-to-video denoiser",
     "samples": "sample, measure, write the report",
@@ -57,6 +58,7 @@ REUSABLE_CHANGES = {
     "vae_fraction", "final_fraction", "calibration_steps", "vae_min_steps", "walt_min_steps",
     "samples_per_class", "sampler", "sample_steps", "guidance_scale", "context_latent_frames", "fps",
     "text_encoder", "text_guidance_scale", "fvd_clips", "fvd_checkpoints", "fvd_sample_steps", "fvd_max_share",
+    "fvd_at_start", "score_samples_per_class", "score_heldout_clips",
 }
 
 
@@ -228,6 +230,10 @@ def _run_stages(cfg: DemoConfig, out: Path, minutes: float, device: torch.device
     vae = load_demo_vae(out, device)
     if due("cache", None):
         log.finish("cache", cache_stage(cfg, out, vae, device, seed, progress))
+    if due("classifier", None):  # before the denoiser: its time comes out of the denoiser's, not the report's
+        from walt.demo.report import demo_classifier
+
+        log.finish("classifier", demo_classifier(cfg, vae, seed)[1])
     if due("walt", walt_deadline):
         log.finish("walt", _walt_stage(cfg, out, vae, device, seed, walt_deadline, progress, i3d_source,
                                        resume=resuming("walt"), check=check))

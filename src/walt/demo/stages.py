@@ -101,7 +101,7 @@ def walt_train_config(cfg: DemoConfig, seed: int, batch: int, loss):
     """`tcfg(steps, log_every)` of the demo's denoisers (the class-conditional one and the text one)."""
     return lambda steps, log_every: recipes.walt_config(
         steps, batch, cfg.walt_lr, cfg.walt_warmup_steps, cfg.walt_ema_decay, seed, loss, cfg.diffusion_config(),
-        log_every=log_every, ckpt_every=10**9)
+        log_every=log_every, ckpt_every=10**9, precision=cfg.walt_precision)
 
 
 def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, deadline: float,

@@ -22,12 +22,12 @@ import torch
 from walt.experiment.budget import read_log, seconds_per_step, train_to_deadline
 
 __all__ = ["DEMO_DENOISER", "clip_batches", "small_vae", "small_vae_config", "load_small_vae", "cache_stage", "small_walt",
-           "walt_config", "train_vae_to_deadline", "train_walt_to_deadline"]
+           "walt_config", "train_vae_to_deadline", "walt_trainer", "train_walt_to_deadline"]
 
 
 # The demo's denoiser size (WALT "tiny" overrides), shared with the latent toy of `walt bench --only toy`
 # so the toy always judges the network the demo trains.
-DEMO_DENOISER: dict[str, Any] = {"hidden_size": 96, "depth": 4, "num_heads": 4, "patch_size": 2}
+DEMO_DENOISER: dict[str, Any] = {"hidden_size": 192, "depth": 4, "num_heads": 4, "patch_size": 2}
 
 
 def clip_batches(dataset, batch_size: int, seed: int, frames: int | None = None) -> Callable[[int], torch.Tensor]:
@@ -96,13 +96,14 @@ def small_walt(latent_shape, num_classes: int, spatial_window, spatiotemporal_wi
 
 
 def walt_config(steps: int, batch_size: int, lr: float, warmup_steps: int, ema_decay: float, seed: int, loss,
-                diffusion, log_every: int, ckpt_every: int):
-    """`DenoiserTrainConfig` of a short run: one checkpoint kept, no TensorBoard."""
+                diffusion, log_every: int, ckpt_every: int, precision: str = "auto"):
+    """`DenoiserTrainConfig` of a short run: one checkpoint kept, no TensorBoard (`precision`: see
+    `walt.train.precision`; "fast" = bf16 where this machine runs it natively)."""
     from walt.train.denoiser_config import DenoiserTrainConfig
 
     return DenoiserTrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
                                ema_decay=ema_decay, log_every=log_every, ckpt_every=ckpt_every, keep_checkpoints=1,
-                               seed=seed, tensorboard=False, loss=loss, diffusion=diffusion)
+                               seed=seed, tensorboard=False, loss=loss, diffusion=diffusion, precision=precision)
 
 
 class _StopHere(Exception):
@@ -156,22 +157,50 @@ def train_vae_to_deadline(vae, batch_fn, folder: Path, tcfg: Callable[[int, int]
                              check=check, start=start)
 
 
-def train_walt_to_deadline(net, ds, folder: Path, tcfg: Callable[[int, int], Any], deadline: float,
-                           calibration_steps: int, min_steps: int, progress: bool, name: str = "denoiser",
-                           say: Callable[[str], None] = print, text=None, resume: bool = False, **hooks: Any) -> int:
-    """Train `net` on the cache `ds` in `folder` until `deadline` -> steps (`hooks`: FVD checkpoints and
-    `check`, see `train_to_deadline`). `tcfg(total, log_every)` is the run's `DenoiserTrainConfig`; it
-    logs every step while the pace is being measured, then every few steps. `resume=True` continues
-    the run `folder` holds from its newest checkpoint."""
+def walt_trainer(net, ds, folder: Path, tcfg: Callable[[int, int], Any], progress: bool, resume: bool = False,
+                 text=None, snapshot_every: int = 0, on_snapshot: Callable[[int], None] | None = None):
+    """(steps already done, `train_until(total, stop_at) -> step`): resumable calls of `train_denoiser`.
+
+    `tcfg(total, log_every)` is the run's `DenoiserTrainConfig`; a call logs every step while the
+    pace is being measured (total >= 10**7), then every few steps. `resume=True` continues the run
+    `folder` holds from its newest checkpoint (else the folder is cleared). `on_snapshot(step)`
+    runs at every multiple of `snapshot_every` the run reaches, with the checkpoint of that step
+    the newest in folder/checkpoints (a study keeps its EMA weights, to compare runs at equal steps).
+    """
     from walt.train.denoiser import train_denoiser
 
-    start = _resume_or_clear(folder, resume)
+    at = {"step": _resume_or_clear(folder, resume)}
+
+    def call(total: int, stop_at: int | None, log_every: int) -> int:
+        at["step"] = train_denoiser(tcfg(total, log_every), net, ds, folder, progress=progress, stop_at=stop_at,
+                                    text_embeddings=text).step
+        if on_snapshot is not None and snapshot_every and at["step"] % snapshot_every == 0:
+            on_snapshot(at["step"])
+        return at["step"]
 
     def train_until(total: int, stop_at: int | None) -> int:
         net.zero_grad(set_to_none=True)
         log_every = 1 if total >= 10**7 else max(1, min(10, total // 100))
-        return train_denoiser(tcfg(total, log_every), net, ds, folder, progress=progress, stop_at=stop_at,
-                              text_embeddings=text).step
+        end = total if stop_at is None else min(stop_at, total)
+        while on_snapshot is not None and snapshot_every:  # end a call at every snapshot step on the way
+            nxt = (at["step"] // snapshot_every + 1) * snapshot_every
+            if nxt >= end:
+                break
+            if call(total, nxt, log_every) < nxt:
+                return at["step"]  # a stop signal ended the call early
+        return call(total, stop_at, log_every)
+
+    return at["step"], train_until
+
+
+def train_walt_to_deadline(net, ds, folder: Path, tcfg: Callable[[int, int], Any], deadline: float,
+                           calibration_steps: int, min_steps: int, progress: bool, name: str = "denoiser",
+                           say: Callable[[str], None] = print, text=None, resume: bool = False,
+                           snapshot_every: int = 0, on_snapshot: Callable[[int], None] | None = None,
+                           **hooks: Any) -> int:
+    """Train `net` on the cache `ds` in `folder` until `deadline` -> steps (`hooks`: FVD checkpoints and
+    `check`, see `train_to_deadline`; `tcfg`, `resume`, the snapshots: see `walt_trainer`)."""
+    start, train_until = walt_trainer(net, ds, folder, tcfg, progress, resume, text, snapshot_every, on_snapshot)
 
     def pace(since: int) -> float:
         rows = [r for r in read_log(folder / "log.csv") if r["step"] > since]
