@@ -42,10 +42,14 @@ def test_bench_tiny_writes_json_and_markdown(tmp_path, capsys):
     assert r["sections"] == ["ae", "denoiser", "samplers"]
     size = SIZES["tiny"]()
 
-    ae = {(x["model"], x["op"]): x for x in r["autoencoder"]["rows"]}
-    assert set(ae) == {("walt", "encode"), ("walt", "decode")}
+    ae = {(x["name"], x["op"], x["frames"]): x for x in r["autoencoder"]["rows"]}
+    clips = [f for f, _, _ in size.ae_clips]
+    assert set(ae) == {(m, op, f) for m in ("walt", "walt-early") for op in ("encode", "decode") for f in clips}
     for x in ae.values():
         _positive_finite(x, ["frames_per_s", "seconds", "gflop_per_call", "achieved_gflops", "utilisation", "peak_mb"])
+        assert x["dtype"] == r["dtype"] == "fp32"
+    # Early temporal compression: the full-resolution levels see fewer frames, so fewer FLOPs.
+    assert ae["walt-early", "encode", 9]["gflop_per_call"] < ae["walt", "encode", 9]["gflop_per_call"]
 
     train = {x["model"]: x for x in r["denoiser"]["train"]}
     assert set(train) == {"walt-window", "walt-full"}
@@ -57,6 +61,7 @@ def test_bench_tiny_writes_json_and_markdown(tmp_path, capsys):
     runs = {(x["sampler"], x["steps"]) for x in r["samplers"]["rows"]}
     expected = {(s, n) for s in ("ddim", "dpmpp") for n in size.sampler_steps} | {("ddpm", size.ddpm_steps)}
     assert runs == expected
+    assert all(x["network_calls"] == x["steps"] for x in r["samplers"]["rows"])  # one call per step, no guidance
     for x in r["samplers"]["rows"]:
         _positive_finite(x, ["s_per_clip", "s_per_step", "gflop_per_clip", "utilisation"])
     # FLOPs per clip grow with the step count (same network call each step).
@@ -75,7 +80,8 @@ def test_bench_tiny_writes_json_and_markdown(tmp_path, capsys):
     assert r["machine_info"]["torch"] and r["machine_info"]["cpu"]
 
     md = (out / "bench.md").read_text()
-    for text in ("Autoencoder", "Streaming", "window/full", "MFU", "ddpm", "dpmpp", r["machine"], "load average"):
+    for text in ("Autoencoder", "walt-early", "Streaming", "window/full", "MFU", "ddpm", "dpmpp", "network calls",
+                 r["machine"], "load average", "dtype fp32"):
         assert text in md
     printed = capsys.readouterr().out
     assert "samplers ddim" in printed and "wrote" in printed  # progress lines per workload
@@ -90,9 +96,9 @@ def test_bench_tiny_all_sections_with_peers(tmp_path):
     _check_common(r)
     assert {(x["model"], x["op"]) for x in r["autoencoder"]["rows"]} >= {("cogvideox", "encode"), ("cogvideox", "decode")}
     _positive_finite(r["ratios"], [
-        "encode_speed_ratio_walt_over_cogvideox", "decode_speed_ratio_walt_over_cogvideox",
-        "encode_memory_ratio_walt_over_cogvideox", "forward_walt_over_latte[tiny]", "sampling_walt_over_latte[tiny]",
-    ])
+        f"{op}_{what}_ratio_{m}_over_cogvideox[{f}x{s}x{s}]" for op in ("encode", "decode") for what in ("speed", "memory")
+        for m in ("walt", "walt-early") for f, s, _ in SIZES["tiny"]().ae_clips
+    ] + [f"{k}_walt_over_latte[tiny{c}]" for k in ("forward", "sampling") for c in ("", ",class")])
     assert "Peers" in (out / "bench.md").read_text()
 
 

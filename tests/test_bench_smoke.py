@@ -87,11 +87,15 @@ def test_settings_errors():
 def test_full_run_with_latte():
     result = run(BenchSettings(**TINY), log=lambda m: None)
     rows = {r["model"]: r for r in result["inference"]}
-    assert set(rows) == {"walt-window+text", "latte"}
+    assert set(rows) == {"walt-window+text", "walt-window", "latte"}
     for r in rows.values():
         _positive_finite(r, ["gflop_per_forward", "forward_tokens_per_s", "s_per_step", "s_per_clip"])
+    # The class-conditional W.A.L.T has no text path: fewer FLOPs than the text-conditioned one.
+    assert rows["walt-window"]["gflop_per_forward"] < rows["walt-window+text"]["gflop_per_forward"]
     # Latte's num_layers counts (spatial, temporal) pairs: depth 2 = 1 pair = as many blocks as W.A.L.T.
-    _positive_finite(result["ratios"], ["forward_walt_over_latte[tiny]", "sampling_walt_over_latte[tiny]"])
+    _positive_finite(result["ratios"], ["forward_walt_over_latte[tiny]", "sampling_walt_over_latte[tiny]",
+                                        "forward_walt_over_latte[tiny,class]", "sampling_walt_over_latte[tiny,class]"])
+    assert "class-conditional" in markdown(result)
 
 
 # --- walt.bench.measure: peak memory ---------------------------------------------------------
@@ -144,6 +148,16 @@ def test_cogvideox_peer_latent_shape_equals_ours():
         (w_enc, w_dec), (c_enc, c_dec) = calls("walt", walt, x, z, None), calls("cogvideox", cog, x, z, None)
         assert tuple(w_enc().shape) == tuple(c_enc().shape) == (1, c.latent_channels, 5, 2, 2)
         assert tuple(w_dec().shape) == tuple(c_dec().shape) == (1, 3, 17, 16, 16)
+
+
+def test_cold_case_counts_the_same_flops_on_the_meta_device():
+    from walt.bench.autoencoder import run_case
+
+    case = dict(model="walt", preset="tiny", overrides={"temporal_downsampling": "early"}, frames=9, size=16,
+                device="cpu", repeats=1)
+    for op in ("encode", "decode"):
+        warm, cold = run_case({**case, "op": op}), run_case({**case, "op": op, "cold": True})
+        assert warm["gflop_per_call"] == cold["gflop_per_call"] > 0 and cold["name"] == "walt"
 
 
 def test_streaming_baseline_is_a_whole_clip_decode():

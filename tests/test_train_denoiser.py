@@ -98,7 +98,7 @@ def test_loss_decreases_on_tiny_cache(caches, tmp_path):
 def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path):
     ds = LatentDataset(caches[0])
     cfg = config(steps=6, grad_accum=2, ckpt_every=100)  # self-cond 0.9, label dropout 0.1, warmup + cosine
-    full = train_denoiser(cfg, tiny_net(), ds, tmp_path / "full", progress=False)
+    train_denoiser(cfg, tiny_net(), ds, tmp_path / "full", progress=False)
 
     first = train_denoiser(cfg, tiny_net(), ds, tmp_path / "split", progress=False, stop_at=3)
     assert first.interrupted and first.step == 3 and first.model_path is None

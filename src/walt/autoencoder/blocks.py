@@ -13,17 +13,26 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import nn
 
 from walt.autoencoder.causal_conv import CausalConv3d, StreamState
 
 
 def frame_group_norm(x: torch.Tensor, groups: int, weight=None, bias=None, eps: float = 1e-6) -> torch.Tensor:
-    """GroupNorm of each frame on its own: (B, C, T, H, W) -> (B, C, T, H, W)."""
+    """GroupNorm of each frame on its own: (B, C, T, H, W) -> (B, C, T, H, W).
+
+    On a channels-last 3D x (NDHWC) the fold of T into the batch is a view (NHWC), which
+    F.group_norm normalises in that layout: no copy on the way in or out.
+    """
     b = x.shape[0]
     y = F.group_norm(rearrange(x, "b c t h w -> (b t) c h w"), groups, weight, bias, eps)
     return rearrange(y, "(b t) c h w -> b c t h w", b=b)
+
+
+def swish(x: torch.Tensor) -> torch.Tensor:
+    """SiLU of a freshly normalised activation, in place when no gradient is recorded (one buffer less)."""
+    return F.silu(x, inplace=not torch.is_grad_enabled())
 
 
 def num_groups(channels: int, max_groups: int) -> int:
@@ -84,10 +93,12 @@ class AdaptiveGroupNorm(nn.Module):
                 f"adaptive GroupNorm: {z.shape[2]} latent frames map to {scale_shift.shape[2]} frames, "
                 f"but the activation has {x.shape[2]}"
             )
-        r_h, r_w = x.shape[3] // z.shape[3], x.shape[4] // z.shape[4]
-        scale_shift = repeat(scale_shift, "b c t h w -> b c t (h rh) (w rw)", rh=r_h, rw=r_w)
-        scale, shift = scale_shift.chunk(2, dim=1)
-        return frame_group_norm(x, self.groups) * (1 + scale) + shift
+        # Nearest upsampling in space as a broadcast over (h, rh, w, rw): never materialised.
+        b, c, t, h, w = x.shape
+        scale, shift = scale_shift[:, :, :, :, None, :, None].chunk(2, dim=1)  # (B, C, T, h_z, 1, w_z, 1)
+        y = frame_group_norm(x, self.groups).view(b, c, t, z.shape[3], h // z.shape[3], z.shape[4], w // z.shape[4])
+        y = y.mul_(1 + scale).add_(shift) if not torch.is_grad_enabled() else y * (1 + scale) + shift
+        return y.view(b, c, t, h, w)
 
 
 class ResBlock(nn.Module):
@@ -115,10 +126,10 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None, z: torch.Tensor | None = None) -> torch.Tensor:
         first = state is None or state.first
-        h = self.conv1(F.silu(self.norm1(x, z, first)), state)
-        h = self.conv2(F.silu(self.norm2(h, z, first)), state)
+        h = self.conv1(swish(self.norm1(x, z, first)), state)
+        h = self.conv2(swish(self.norm2(h, z, first)), state)
         skip = x if self.shortcut is None else self.shortcut(x)
-        return skip + h
+        return h + skip  # h first: the sum takes the 3x3x3 conv's layout (a 1x1x1 conv may return NCDHW)
 
 
 class Downsample(nn.Module):
@@ -148,8 +159,16 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         x = self.conv(x, state)  # (B, C*st*ss*ss, T, H, W)
-        x = rearrange(x, "b (c st sh sw) t h w -> b c (t st) (h sh) (w sw)",
-                      st=self.stride_t, sh=self.stride_s, sw=self.stride_s)
+        factors = dict(st=self.stride_t, sh=self.stride_s, sw=self.stride_s)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+        if channels_last:
+            # Rearrange in the NDHWC storage order, so the result is channels-last too.
+            x = rearrange(x.permute(0, 2, 3, 4, 1), "b t h w (c st sh sw) -> b (t st) (h sh) (w sw) c", **factors)
+            x = x.permute(0, 4, 1, 2, 3)
+        else:
+            x = rearrange(x, "b (c st sh sw) t h w -> b c (t st) (h sh) (w sw)", **factors)
         if self.stride_t > 1 and (state is None or state.first):
-            x = x[:, :, self.stride_t - 1:]
+            # A view for one clip; with B > 1 the cut frames leave gaps, packed once here.
+            fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+            x = x[:, :, self.stride_t - 1:].contiguous(memory_format=fmt)
         return x  # (B, C, T', H*ss, W*ss)

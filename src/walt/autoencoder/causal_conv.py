@@ -37,6 +37,15 @@ class StreamState:
         self.first = True
 
 
+def activation_format(conv: "CausalConv3d") -> torch.memory_format:
+    """The layout of a network's activations: channels-last 3D (NDHWC) when `conv`'s weights are
+    (`module.to(memory_format=torch.channels_last_3d)`), else contiguous (NCDHW)."""
+    w = conv.weight
+    if w.is_contiguous(memory_format=torch.channels_last_3d) and not w.is_contiguous():
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
 class CausalConv3d(nn.Module):
     """Conv3d over (B, C, T, H, W) with causal (or, if `causal=False`, symmetric) temporal padding.
 
@@ -73,14 +82,14 @@ class CausalConv3d(nn.Module):
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         # x: (B, C_in, T, H, W)
         p = self.kernel_t - 1
+        # Repeated slices, not an expanded view: cat keeps a channels-last input channels-last only
+        # when every piece is laid out like it.
         if not self.causal:
             half = p // 2
-            x = torch.cat([x[:, :, :1].expand(-1, -1, half, -1, -1), x,
-                           x[:, :, -1:].expand(-1, -1, half, -1, -1)], dim=2)
-            return self.conv(x)
+            return self.conv(torch.cat([x[:, :, :1]] * half + [x] + [x[:, :, -1:]] * half, dim=2))
         if state is None or self not in state.tails:
             # Start of the clip: replicate frame 0 in front (see module docstring for why).
-            x = torch.cat([x[:, :, :1].expand(-1, -1, p, -1, -1), x], dim=2)
+            x = torch.cat([x[:, :, :1]] * p + [x], dim=2)
         else:
             x = torch.cat([state.tails[self], x], dim=2)
         length = x.shape[2]

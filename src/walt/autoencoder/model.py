@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from walt.autoencoder.blocks import AdaptiveGroupNorm, Downsample, FrameGroupNorm, ResBlock, Upsample
-from walt.autoencoder.causal_conv import CausalConv3d, StreamState
+from walt.autoencoder.blocks import AdaptiveGroupNorm, Downsample, FrameGroupNorm, ResBlock, Upsample, swish
+from walt.autoencoder.causal_conv import CausalConv3d, StreamState, activation_format
 from walt.autoencoder.config import CausalVAEConfig, preset_config
 from walt.autoencoder.frames import check_frame_count, chunk_plan
 from walt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -70,7 +69,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         ckpt = self.grad_checkpointing and self.training
-        h = self.conv_in(x, state)  # (B, C0, T, H, W)
+        h = self.conv_in(x.contiguous(memory_format=activation_format(self.conv_in)), state)  # (B, C0, T, H, W)
         for i, blocks in enumerate(self.levels):
             for block in blocks:
                 h = _run_block(block, ckpt, h, state)
@@ -78,7 +77,7 @@ class Encoder(nn.Module):
                 h = self.down[str(i)](h, state)  # (B, Ci, 1 + (T-1)/st, H/ss, W/ss)
         for block in self.mid:
             h = _run_block(block, ckpt, h, state)
-        return self.conv_out(F.silu(self.norm_out(h)), state)  # (B, 2c | c, t, h, w)
+        return self.conv_out(swish(self.norm_out(h)), state)  # (B, 2c | c, t, h, w)
 
 
 class Decoder(nn.Module):
@@ -113,6 +112,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, state: StreamState | None = None) -> torch.Tensor:
         ckpt = self.grad_checkpointing and self.training
+        z = z.contiguous(memory_format=activation_format(self.conv_in))
         h = self.conv_in(z, state)  # (B, C_top, t, h, w)
         for block in self.mid:
             h = _run_block(block, ckpt, h, state, z)
@@ -122,7 +122,7 @@ class Decoder(nn.Module):
             if str(i - 1) in self.up:
                 h = self.up[str(i - 1)](h, state)  # (B, Ci, 1 + st*(T-1), H*ss, W*ss)
         first = state is None or state.first
-        return self.conv_out(F.silu(self.norm_out(h, z, first)), state)  # (B, 3, T, H, W)
+        return self.conv_out(swish(self.norm_out(h, z, first)), state)  # (B, 3, T, H, W)
 
 
 class CausalVAE(nn.Module):
@@ -243,6 +243,7 @@ class CausalVAE(nn.Module):
         self._check_video(x)
         f_t = self.config.temporal_factor
         moments = self._stream(self.encoder, x, chunk_frames, f_t, "frames", 1 + (x.shape[2] - 1) // f_t)
+        moments = moments.contiguous()  # callers get NCDHW whatever the layout inside
         if not self.config.kl:
             return moments, None
         mean, logvar = moments.chunk(2, dim=1)
@@ -256,7 +257,7 @@ class CausalVAE(nn.Module):
         """(B, c, 1+k, h, w) -> (B, 3, 1+f_t*k, h*f_s, w*f_s); `chunk_frames` counts latent frames."""
         self._check_latent(z)
         out_frames = 1 + (z.shape[2] - 1) * self.config.temporal_factor
-        return self._stream(self.decoder, z, chunk_frames, 1, "latent frames", out_frames)
+        return self._stream(self.decoder, z, chunk_frames, 1, "latent frames", out_frames).contiguous()
 
     def forward(self, x: torch.Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None, decoder_noise: float = 0.0):
@@ -283,7 +284,7 @@ class CausalVAE(nn.Module):
             else:
                 scale = mean.detach().flatten(1).std(dim=1).view(-1, *([1] * (mean.ndim - 1)))  # (B, 1, 1, 1, 1)
                 z = mean + decoder_noise * scale * eps
-        return self.decoder(z), mean, logvar
+        return self.decoder(z).contiguous(), mean, logvar
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self, path: str | Path, **extra: Any) -> None:

@@ -9,8 +9,14 @@ and it always processes a clip in batches of 8 frames (encode) / 2 latent frames
 its own conv cache, where walt runs the whole clip at once unless `chunk_frames` is given. The
 rows state each model's parameter count.
 
+Both of walt's layouts are measured: `ucf101` (MAGVIT-v2, time compressed late: the paper's) and
+`ucf101-early` (time compressed in the first transitions, as CogVideoX does: about its FLOPs).
+Both sides run in the same dtype (`dtype`: bf16 autocast with fp32 weights, or fp32).
+
 Timing: the first call runs under `FlopCounterMode` (FLOPs of convolutions and matmuls, counted)
 and is the warm-up; on a GPU one more untimed call follows; then the median of `repeats` calls.
+A `cold` case (the large clips on a small CPU) counts its FLOPs on the meta device instead (the
+same count, no arithmetic) and times one call without a warm-up, for either model alike.
 Peak memory: `walt.bench.measure.PeakMemory` around the calls; on CPU every case runs in its own
 process (`isolated`), so the peak RSS is the case's own.
 
@@ -66,11 +72,15 @@ def cogvideox_kwargs(c) -> dict:
     )
 
 
-def build(model: str, preset: str, device: torch.device):
-    """(network in eval mode on `device`, walt's CausalVAE config); model 'walt' or 'cogvideox'."""
+def build(model: str, preset: str, device: torch.device | str, overrides: dict | None = None):
+    """(network in eval mode on `device`, walt's CausalVAE config); model 'walt' or 'cogvideox'.
+
+    CogVideoX is configured from the preset's widths, depth and compression (`cogvideox_kwargs`);
+    `overrides` change walt's config only (e.g. `temporal_downsampling="early"`).
+    """
     from walt.autoencoder import CausalVAE
 
-    ours = CausalVAE.from_preset(preset)
+    ours = CausalVAE.from_preset(preset, **(overrides or {}))
     if model == "walt":
         return ours.to(device).eval(), ours.config
     if model != "cogvideox":
@@ -81,33 +91,64 @@ def build(model: str, preset: str, device: torch.device):
     return cog.to(device).eval(), ours.config
 
 
-def calls(model: str, net, x: torch.Tensor, z: torch.Tensor, chunk):
-    """(encode, decode) closures returning tensors: walt's posterior mean / CogVideoX's latent_dist.mean."""
+def calls(model: str, net, x: torch.Tensor, z: torch.Tensor, chunk, dtype: str = "fp32"):
+    """(encode, decode) closures returning tensors: walt's posterior mean / CogVideoX's latent_dist.mean,
+    under bf16 autocast when `dtype` is "bf16" (weights stay fp32), for either model alike."""
     if model == "walt":
-        return (lambda: net.encode(x, chunk_frames=chunk)), (lambda: net.decode(z, chunk_frames=chunk))
-    return (lambda: net.encode(x).latent_dist.mean), (lambda: net.decode(z).sample)
+        enc, dec = (lambda: net.encode(x, chunk_frames=chunk)), (lambda: net.decode(z, chunk_frames=chunk))
+    else:
+        enc, dec = (lambda: net.encode(x).latent_dist.mean), (lambda: net.decode(z).sample)
+    if dtype == "fp32":
+        return enc, dec
+
+    def cast(fn):
+        def run():
+            with torch.autocast(torch.device(x.device).type, dtype=torch.bfloat16):
+                return fn()
+        return run
+
+    return cast(enc), cast(dec)
+
+
+def _inputs(c, frames: int, size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random clip (B, 3, T, H, W) in [-1, 1] and a random latent (B, c, t, h, w) of its size."""
+    t_lat = (frames - 1) // c.temporal_factor + 1
+    s_lat = size // c.spatial_factor
+    x = torch.rand(1, 3, frames, size, size, device=device) * 2 - 1
+    z = torch.randn(1, c.latent_channels, t_lat, s_lat, s_lat, device=device)
+    return x, z
+
+
+def _meta_flops(case: dict) -> int:
+    """The case's FLOPs counted on the meta device: the same ops and shapes, no arithmetic."""
+    with torch.device("meta"):
+        net, c = build(case["model"], case["preset"], "meta", case.get("overrides"))
+        x, z = _inputs(c, case["frames"], case["size"], "meta")
+    enc, dec = calls(case["model"], net, x, z, case.get("chunk_frames"))
+    with torch.no_grad():
+        return count_flops(enc if case["op"] == "encode" else dec)
 
 
 def run_case(case: dict) -> dict:
     """One measurement: encode or decode `frames` frames at `size` (square) with model `model`.
 
-    case keys: model, op, preset, frames, size, device, repeats, optional chunk_frames and
-    `single` (True: one cold call, memory only, no FLOP count). Returns the case plus seconds,
-    frames/s, GFLOP per call, peak memory (MiB) and the peak over the memory in use before the calls.
+    case keys: model ('walt' | 'cogvideox'), name (the row's label, default the model), op, preset,
+    optional overrides (walt's config), frames, size, device, repeats, dtype ('fp32' | 'bf16',
+    default fp32), optional chunk_frames, `cold` (True: FLOPs counted on the meta device, one timed
+    call without a warm-up) and `single` (True: one cold call, memory only, no FLOP count). Returns the
+    case plus seconds, frames/s, GFLOP per call, peak memory (MiB) and the peak over the memory in
+    use before the calls.
     """
     torch.manual_seed(0)
     device = torch.device(case["device"])
-    net, c = build(case["model"], case["preset"], device)
-    T, S = case["frames"], case["size"]
-    t_lat = (T - 1) // c.temporal_factor + 1
-    s_lat = S // c.spatial_factor
-    x = torch.rand(1, 3, T, S, S, device=device) * 2 - 1  # (B, 3, T, H, W)
-    z = torch.randn(1, c.latent_channels, t_lat, s_lat, s_lat, device=device)  # (B, c, t, h, w)
-    enc, dec = calls(case["model"], net, x, z, case.get("chunk_frames"))
+    net, c = build(case["model"], case["preset"], device, case.get("overrides"))
+    T = case["frames"]
+    x, z = _inputs(c, T, case["size"], device)  # (B, 3, T, H, W), (B, c, t, h, w)
+    enc, dec = calls(case["model"], net, x, z, case.get("chunk_frames"), case.get("dtype", "fp32"))
     fn = enc if case["op"] == "encode" else dec
-    flops = None
+    flops = _meta_flops(case) if case.get("cold") else None
     with torch.no_grad(), PeakMemory(device) as mem:
-        if case.get("single"):
+        if case.get("single") or case.get("cold"):
             sync(device)
             t0 = time.perf_counter()
             fn()
@@ -116,9 +157,9 @@ def run_case(case: dict) -> dict:
         else:
             flops = count_flops(fn)  # also the warm-up call
             sec = time_fn(fn, device, repeats=case["repeats"], warmup=1 if device.type == "cuda" else 0)
-    row = {**case, "params": sum(p.numel() for p in net.parameters()), "seconds": sec, "frames_per_s": T / sec,
-           "peak_mb": mem.peak_mb, "base_mb": mem.base_mb, "peak_over_base_mb": mem.over_base_mb,
-           "memory_method": mem.method}
+    row = {"name": case["model"], "dtype": "fp32", **case, "params": sum(p.numel() for p in net.parameters()),
+           "seconds": sec, "frames_per_s": T / sec, "peak_mb": mem.peak_mb, "base_mb": mem.base_mb,
+           "peak_over_base_mb": mem.over_base_mb, "memory_method": mem.method}
     if flops is not None:
         row.update(gflop_per_call=flops / 1e9, achieved_gflops=flops / sec / 1e9)
     return row
@@ -128,25 +169,38 @@ def measure(case: dict, isolated: bool) -> dict:
     return run_isolated(MODULE, case) if isolated else run_case(case)
 
 
-def speed(common: dict, models: list[str], isolated: bool, log=print) -> dict:
-    """Encode and decode rows for each model, plus walt/CogVideoX ratios when both ran."""
+def speed(common: dict, models: list[dict], isolated: bool, log=print) -> dict:
+    """Encode and decode rows for each model, plus each walt model's ratios to CogVideoX when it ran.
+
+    `models`: case fields per row, e.g. {"model": "walt", "name": "walt-early", "preset": "ucf101-early"}.
+    Ratio keys name the op, the row and the clip: `encode_speed_ratio_walt-early_over_cogvideox[17x128x128]`.
+    """
     rows = []
-    for model in models:
+    for m in models:
         for op in ("encode", "decode"):
-            r = measure({**common, "model": model, "op": op}, isolated)
-            log(f"{model:10s} {op:6s} {r['frames_per_s']:8.2f} frames/s  {r['gflop_per_call']:8.3g} GFLOP  "
+            r = measure({**common, **m, "op": op}, isolated)
+            log(f"{r['name']:10s} {op:6s} {r['frames']}x{r['size']}x{r['size']} {r['dtype']} "
+                f"{r['frames_per_s']:8.2f} frames/s  {r['gflop_per_call']:8.3g} GFLOP  "
                 f"peak {r['peak_mb']:8.0f} MB ({r['peak_over_base_mb']:.0f} MB over the model)")
             rows.append(r)
+    by = {(r["name"], r["op"]): r for r in rows}
     ratios = {}
-    if "walt" in models and "cogvideox" in models:
-        by = {(r["model"], r["op"]): r for r in rows}
+    clip = f"[{common['frames']}x{common['size']}x{common['size']}]"
+    for name in [r["name"] for r in rows if r["model"] == "walt" and r["op"] == "encode"]:
         for op in ("encode", "decode"):
-            w, g = by["walt", op], by["cogvideox", op]
-            ratios[f"{op}_speed_ratio_walt_over_cogvideox"] = w["frames_per_s"] / g["frames_per_s"]
-            ratios[f"{op}_memory_ratio_walt_over_cogvideox"] = w["peak_mb"] / g["peak_mb"]
+            if ("cogvideox", op) not in by:
+                continue
+            w, g = by[name, op], by["cogvideox", op]
+            ratios[f"{op}_speed_ratio_{name}_over_cogvideox{clip}"] = w["frames_per_s"] / g["frames_per_s"]
+            ratios[f"{op}_memory_ratio_{name}_over_cogvideox{clip}"] = w["peak_mb"] / g["peak_mb"]
             if g["peak_over_base_mb"] > 0:
-                ratios[f"{op}_activation_memory_ratio_walt_over_cogvideox"] = w["peak_over_base_mb"] / g["peak_over_base_mb"]
+                ratios[f"{op}_activation_memory_ratio_{name}_over_cogvideox{clip}"] = (
+                    w["peak_over_base_mb"] / g["peak_over_base_mb"])
     return {"rows": rows, "ratios": ratios}
+
+
+WALT_LAYOUTS = ({"model": "walt", "name": "walt"}, {"model": "walt", "name": "walt-early",
+                                                    "overrides": {"temporal_downsampling": "early"}})
 
 
 def streaming(common: dict, long_latents: int, isolated: bool, log=print) -> dict:
@@ -155,7 +209,7 @@ def streaming(common: dict, long_latents: int, isolated: bool, log=print) -> dic
 
     f_t = preset_config(common["preset"]).temporal_factor
     long_frames = 1 + f_t * long_latents
-    base = {**common, "model": "walt", "op": "decode", "repeats": 1, "single": True}
+    base = {**common, "model": "walt", "op": "decode", "repeats": 1, "single": True}  # common may set dtype
     short = measure({**base, "frames": 1 + f_t * 4, "chunk_frames": None}, isolated)
     long = measure({**base, "frames": long_frames, "chunk_frames": 1}, isolated)
     ratio = long["peak_over_base_mb"] / short["peak_over_base_mb"] if short["peak_over_base_mb"] > 0 else None
@@ -180,6 +234,8 @@ def main(argv: list[str] | None = None, prog: str = f"python -m {MODULE}") -> No
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="outputs/bench_autoencoder.json")
     p.add_argument("--only", choices=["speed", "streaming"], help="run one part only")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="both models alike (bf16: autocast)")
+    p.add_argument("--cold", action="store_true", help="FLOPs on the meta device, one timed call, no warm-up")
     p.add_argument("--case", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.case:  # child process of run_isolated
@@ -191,7 +247,8 @@ def main(argv: list[str] | None = None, prog: str = f"python -m {MODULE}") -> No
     result = {"machine": machine(), "machine_info": machine_info(a.device), "date": time.strftime("%Y-%m-%d"),
               "rows": []}
     if a.only != "streaming":
-        sp = speed({**common, "frames": a.frames}, ["walt"] + ([] if a.skip_peer else ["cogvideox"]), isolated, log)
+        models = list(WALT_LAYOUTS) + ([] if a.skip_peer else [{"model": "cogvideox"}])
+        sp = speed({**common, "frames": a.frames, "dtype": a.dtype, "cold": a.cold}, models, isolated, log)
         result["rows"] = sp["rows"]
         result.update(sp["ratios"])
     if a.only != "speed":

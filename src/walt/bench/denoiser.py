@@ -12,7 +12,8 @@ Three measurements, one run, one device:
    attention, fwd + bwd; elementwise ops and the optimizer are not counted, the usual convention)
    x steps/s / the machine's measured dense matmul peak in the same dtype (`matmul_peak_gflops`).
 2. **Forward** throughput of the window model vs diffusers' `LatteTransformer3DModel` at the same
-   width, depth, heads and token count (both text-conditioned, see below).
+   width, depth, heads and token count: W.A.L.T text-conditioned (`forward_walt_over_latte[paper]`)
+   and class-conditional (`forward_walt_over_latte[paper,class]`); Latte always gets its caption.
 3. **Sampling**: seconds per DDIM step and per clip (`walt.diffusion.sample_ddim`, the same
    sampler loop for both networks), ratio walt/latte.
 
@@ -60,6 +61,7 @@ from walt.bench.denoiser_nets import (
     full_twin,
     latte_model_fn,
     n_params,
+    walt_class_model_fn,
     walt_model_fn,
 )
 from walt.bench.measure import PeakMemory, count_flops, fastest_dtype, matmul_peak_gflops, sync, time_fn
@@ -199,6 +201,7 @@ def run(s: BenchSettings, log: Callable[[str], None] = print, peak_gflops: float
             rows = {}
             for name, build, factory in (
                 ("walt-window+text", lambda: build_walt(s, layout, "window", text=True), walt_model_fn),
+                ("walt-window", lambda: build_walt(s, layout, "window"), walt_class_model_fn),
                 ("latte", lambda: build_latte(s, layout), latte_model_fn),
             ):
                 net = build()
@@ -208,10 +211,12 @@ def run(s: BenchSettings, log: Callable[[str], None] = print, peak_gflops: float
                 log(_inference_line(row))
                 del net
                 _cleanup(device)
-            if all("error" not in r for r in rows.values()):
-                w, l = rows["walt-window+text"], rows["latte"]
-                result["ratios"][f"forward_walt_over_latte[{layout}]"] = w["forward_tokens_per_s"] / l["forward_tokens_per_s"]
-                result["ratios"][f"sampling_walt_over_latte[{layout}]"] = l["s_per_clip"] / w["s_per_clip"]
+            l = rows["latte"]
+            for name, key in (("walt-window+text", layout), ("walt-window", f"{layout},class")):
+                w = rows[name]
+                if "error" not in w and "error" not in l:
+                    result["ratios"][f"forward_walt_over_latte[{key}]"] = w["forward_tokens_per_s"] / l["forward_tokens_per_s"]
+                    result["ratios"][f"sampling_walt_over_latte[{key}]"] = l["s_per_clip"] / w["s_per_clip"]
     return result
 
 
@@ -276,16 +281,18 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {r['layout']} | {r['model']} | {r['error']} | | | | | |")
                 continue
             ratio = ""
-            if r["model"] == "latte":
-                f = result["ratios"].get(f"forward_walt_over_latte[{r['layout']}]")
-                g = result["ratios"].get(f"sampling_walt_over_latte[{r['layout']}]")
+            key = {"walt-window+text": r["layout"], "walt-window": f"{r['layout']},class"}.get(r["model"])
+            if key:
+                f = result["ratios"].get(f"forward_walt_over_latte[{key}]")
+                g = result["ratios"].get(f"sampling_walt_over_latte[{key}]")
                 ratio = f"fwd {_fmt(f, '.2f')}, sampling {_fmt(g, '.2f')}"
             lines.append(
                 f"| {r['layout']} | {r['model']} | {r['params'] / 1e6:.1f} | {r['gflop_per_forward']:.1f} | "
                 f"{r['forward_tokens_per_s']:.0f} | {r['s_per_step']:.3f} | {r['s_per_clip']:.2f} | {ratio} |"
             )
-        lines += ["", "walt/latte: throughput ratio (> 1: W.A.L.T faster), both text-conditioned "
-                  f"({s['text_tokens']} caption tokens)."]
+        lines += ["", "walt/latte: throughput ratio (> 1: W.A.L.T faster), on the W.A.L.T row; walt-window is "
+                  "class-conditional, walt-window+text and Latte get the same "
+                  f"{s['text_tokens']} caption tokens."]
     return "\n".join(lines)
 
 

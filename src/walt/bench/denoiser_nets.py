@@ -19,10 +19,11 @@ alternating blocks. attention_head_dim = width / heads, cross_attention_dim = wi
 activation "gelu-approximate" (W.A.L.T's 4x GELU(tanh) MLP; Latte's default GEGLU would be ~1.5x
 the MLP FLOPs), attention_bias=True (W.A.L.T's qkv have biases), norm_type "ada_norm_single",
 video_length = T, sample_size = H (a non-square H x W gets Latte's on-the-fly sin-cos table).
-Latte cannot run without a caption (its spatial blocks cross-attend), so both networks get the
-same random caption tokens (`text_tokens` x `text_dim`), and W.A.L.T is built text-conditioned
-with cross-attention in its spatial layers (`cross_attention="spatial"`, the paper's joint
-image/video setting), no class labels. Architectural differences that remain (and are the point):
+Latte cannot run without a caption (its spatial blocks cross-attend), so it always gets random
+caption tokens (`text_tokens` x `text_dim`). W.A.L.T is measured twice: text-conditioned, on the
+same caption, with cross-attention in its spatial layers (`cross_attention="spatial"`, the paper's
+joint image/video setting), no class labels; and class-conditional (the paper's UCF-101 model, no
+text path). Architectural differences that remain (and are the point):
 W.A.L.T's spatiotemporal layers attend over 5x8x8 = 320-token windows where Latte's temporal
 layers attend over T = 5 tokens; W.A.L.T's cross-attention keys are window + text tokens,
 Latte's are text tokens only; W.A.L.T has qk-norm, relative position bias and AdaLN-LoRA; Latte
@@ -158,6 +159,17 @@ def walt_model_fn(s: BenchSettings, net, text: torch.Tensor):
     def model_fn(x, t, self_cond=None):
         with autocast(s):
             return net(x, t, self_cond=self_cond, text=text).float()
+
+    return model_fn
+
+
+def walt_class_model_fn(s: BenchSettings, net, text: torch.Tensor):
+    """The same for a class-conditional WALT: class 0 for every clip; `text` is not used."""
+    y = torch.zeros(text.shape[0], dtype=torch.long, device=text.device)
+
+    def model_fn(x, t, self_cond=None):
+        with autocast(s):
+            return net(x, t, y=y, self_cond=self_cond).float()
 
     return model_fn
 

@@ -3,21 +3,26 @@
 Sections (`--only` picks a subset; each is a function in `SECTIONS` writing its part of the
 result, and a function in `MARKDOWN` writing its table):
 
-  ae        CausalVAE encode / decode frames/s, peak memory, FLOP utilisation; streaming: peak
-            memory of a chunked 1+4N-frame decode vs a whole 17-frame decode (limit 1.5x)
+  ae        CausalVAE encode / decode frames/s, peak memory, FLOP utilisation of both layouts (walt:
+            MAGVIT-v2's late temporal compression, the paper's; walt-early: CogVideoX's early one) at
+            each clip size; streaming: peak memory of a chunked 1+4N-frame decode vs a whole
+            17-frame decode (limit 1.5x)
   denoiser  W.A.L.T training tokens/s and MFU, window attention vs its full-attention twin
             (same weights; paper §5.3: 5x8x8 windows 2.00 vs full 1.20 steps/s)
-  samplers  seconds per clip of ddim / dpmpp at each step count and ddpm at its stated count,
-            with the FLOP utilisation of the network calls
-  peers     diffusers' AutoencoderKLCogVideoX and LatteTransformer3DModel at matched sizes,
-            reported as walt/peer ratios (> 1: walt faster, or for memory: walt uses more)
+  samplers  seconds per clip and network calls of ddim / dpmpp at each step count and ddpm at its
+            stated count, with the FLOP utilisation of the network calls; DPM-Solver++ 20 steps
+            against DDIM 50 (the paper's) as the fast path
+  peers     diffusers' AutoencoderKLCogVideoX and LatteTransformer3DModel at matched sizes, in the
+            run's dtype on both sides, reported as walt/peer ratios (> 1: walt faster, or for
+            memory: walt uses more); W.A.L.T both class-conditional and text-conditioned
   toy       the latent motion toy (`walt.bench.toy`): does the demo-size denoiser move a blob the way
             its label says (class-conditional samples, frame prediction, label influence)
 
 FLOP utilisation = FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` (matmuls,
 convolutions, attention; elementwise ops, normalisations, the optimizer and the samplers' own
 float64 updates are not counted) / seconds / the machine's measured dense matmul peak in the
-same dtype (`matmul_peak_gflops`). Sizes are presets in `SIZES` (functions, one per name).
+same dtype (`matmul_peak_gflops`). Sizes are presets in `SIZES` (functions, one per name). The dtype
+(`dtype auto`) is `walt.train.precision.fastest_dtype`'s, recorded with its probe and the reason.
 
 A new section: a `_section_<name>(run)` that measures into `run.result` (timing each part with
 `run.timed(label)`), a `_md_<name>(result)` for its table, both added to the tables below, and
@@ -47,8 +52,8 @@ class SuiteSize:
     name: str
     description: str
     ae_preset: str = "ucf101"
-    ae_frames: int = 17
-    ae_size: int = 128
+    # (frames, size, cold) clips; cold: FLOPs counted on the meta device and one timed call, no warm-up
+    ae_clips: tuple[tuple[int, int, bool], ...] = ((17, 128, False),)
     ae_repeats: int = 3
     ae_isolated: bool = True  # CPU: one process per case so peak RSS is the case's own
     ae_stream_size: int = 128  # streaming decode resolution (128x128)
@@ -57,7 +62,7 @@ class SuiteSize:
     denoiser: dict[str, Any] = field(default_factory=dict)
     sampler_layout: str = "paper"
     sampler_batch: int = 1
-    sampler_steps: tuple[int, ...] = (10, 25, 50)  # ddim and dpmpp at each
+    sampler_steps: tuple[int, ...] = (10, 20, 25, 50)  # ddim and dpmpp at each (dpmpp 20 vs ddim 50: the fast path)
     ddpm_steps: int = 1000  # ddpm's own default (classic DDPM)
     peak_n: int = 2048  # matrix size of the matmul-peak measurement
     toy_quick: bool = False  # the toy at smoke-test sizes (its numbers mean nothing)
@@ -66,7 +71,7 @@ class SuiteSize:
 def _tiny() -> SuiteSize:
     return SuiteSize(
         "tiny", "smoke-test sizes (tests only; numbers mean nothing)",
-        ae_preset="tiny", ae_frames=5, ae_size=16, ae_repeats=1, ae_isolated=False, ae_stream_size=16,
+        ae_preset="tiny", ae_clips=((5, 16, False), (9, 16, True)), ae_repeats=1, ae_isolated=False, ae_stream_size=16,
         ae_long_latents=6,
         denoiser=dict(layouts=("tiny",), width=16, depth=2, heads=2, batch=1, steps=1, repeats=1, sample_steps=2,
                       text_tokens=2, text_dim=8, dtype="fp32", peak_n=128),
@@ -76,24 +81,26 @@ def _tiny() -> SuiteSize:
 
 def _cpu() -> SuiteSize:
     return SuiteSize(
-        "cpu", "reduced sizes for a small CPU: VAE ucf101 preset at 5x64x64, 1 timed call; streaming decode of "
+        "cpu", "reduced sizes for a small CPU: VAE ucf101 and ucf101-early presets at 5x64x64 (1 timed call after a "
+        "warm-up) and 17x128x128 (1 cold timed call, FLOPs counted on the meta device); streaming decode of "
         "1+4*8 = 33 frames at 128x128 (not 257) vs a whole 17x128x128 decode; W.A.L.T width 256, depth 4, "
         "heads 4 (not the paper's L) at the paper latent layout 5x16x16 and the SR-like 5x32x56, batch 1, dtype auto "
-        "(fp32 on an AVX2-only CPU, where bf16 matmuls are slower); samplers 10/25 steps, ddpm 25 steps (not its "
-        "default 1000)",
-        ae_frames=5, ae_size=64, ae_repeats=1, ae_long_latents=8,
+        "(fp32 on an AVX2-only CPU, where bf16 matmuls are slower) for every section; samplers 10/20/25/50 steps, "
+        "ddpm 25 steps (not its default 1000)",
+        ae_clips=((5, 64, False), (17, 128, True)), ae_repeats=1, ae_long_latents=8,
         denoiser=dict(layouts=("paper", "sr"), width=256, depth=4, heads=4, batch=1, sr_batch=1, steps=3, repeats=3,
                       sample_steps=5, dtype="auto", peak_n=2048),
-        sampler_steps=(10, 25), ddpm_steps=25, peak_n=2048,
+        sampler_steps=(10, 20, 25, 50), ddpm_steps=25, peak_n=2048,
     )
 
 
 def _paper() -> SuiteSize:
     return SuiteSize(
-        "paper", "paper sizes: VAE ucf101 preset at 17x128x128, streaming decode of 1+4*64 = 257 frames at 128x128; "
+        "paper", "paper sizes: VAE ucf101 and ucf101-early presets at 17x128x128, streaming decode of 1+4*64 = 257 "
+        "frames at 128x128; "
         "W.A.L.T-L (width 1024, depth 24, heads 16) "
         "at the paper latent layout 5x16x16 (training batch 8) and the SR-like 5x32x56 (batch 1), dtype auto "
-        "(bf16 autocast on a GPU); samplers 10/25/50 steps, ddpm 1000 steps (its default)",
+        "(bf16 autocast on a GPU); samplers 10/20/25/50 steps, ddpm 1000 steps (its default)",
         ae_repeats=5,
         denoiser=dict(layouts=("paper", "sr"), width=1024, depth=24, heads=16, batch=8, sr_batch=1, steps=20, repeats=10,
                       sample_steps=50, dtype="auto", peak_n=8192),
@@ -117,18 +124,25 @@ def _dtype(name: str) -> torch.dtype:
 # --- sections -------------------------------------------------------------------------------
 
 
-def bench_ae(size: SuiteSize, device: torch.device, models: list[str], peak: float, log, stream: bool = True) -> dict:
-    """Encode / decode rows per model (+ walt/CogVideoX ratios) and, with `stream`, the streaming decode."""
-    from walt.bench.autoencoder import speed, streaming
+def bench_ae(size: SuiteSize, device: torch.device, peers: bool, peak: float, dtype: str, log,
+             stream: bool = True) -> dict:
+    """Encode / decode rows of both walt layouts (+ CogVideoX and the ratios with `peers`) at every clip
+    of `size.ae_clips`, all in `dtype`, and, with `stream`, the streaming decode."""
+    from walt.bench.autoencoder import WALT_LAYOUTS, speed, streaming
 
     isolated = size.ae_isolated and device.type == "cpu"
-    common = dict(preset=size.ae_preset, size=size.ae_size, frames=size.ae_frames, device=str(device),
-                  repeats=size.ae_repeats)
-    res = speed(common, models, isolated, log=lambda m: log(f"ae  {m}"))
+    models = list(WALT_LAYOUTS) + ([{"model": "cogvideox"}] if peers else [])
+    res: dict[str, Any] = {"rows": [], "ratios": {}, "dtype": dtype}
+    for frames, side, cold in size.ae_clips:
+        common = dict(preset=size.ae_preset, size=side, frames=frames, device=str(device), repeats=size.ae_repeats,
+                      dtype=dtype, cold=cold)
+        part = speed(common, models, isolated, log=lambda m: log(f"ae  {m}"))
+        res["rows"] += part["rows"]
+        res["ratios"].update(part["ratios"])
     for r in res["rows"]:
         r["utilisation"] = r["achieved_gflops"] / peak
-    if stream and size.ae_long_latents > 0 and "walt" in models:
-        stream = dict(preset=size.ae_preset, size=size.ae_stream_size, device=str(device), repeats=1)
+    if stream and size.ae_long_latents > 0:
+        stream = dict(preset=size.ae_preset, size=size.ae_stream_size, device=str(device), repeats=1, dtype=dtype)
         res["streaming"] = streaming(stream, size.ae_long_latents, isolated, log=lambda m: log(f"ae  {m}"))
     res["memory"] = ("CUDA allocator peak" if device.type == "cuda" else
                      "peak RSS of a fresh process per case" if isolated else
@@ -147,7 +161,10 @@ def bench_samplers(size: SuiteSize, device: torch.device, peak: float, log) -> d
     t, h, w = LAYOUTS[size.sampler_layout]["input_size"]
     y = torch.zeros(b, dtype=torch.long, device=device) if net.config.num_classes else None
 
+    calls = [0]
+
     def model_fn(x, tt, self_cond=None):
+        calls[0] += 1
         with autocast(s):
             return net(x, tt, y=y, self_cond=self_cond).float()
 
@@ -160,6 +177,7 @@ def bench_samplers(size: SuiteSize, device: torch.device, peak: float, log) -> d
     runs = [(name, n) for name in ("ddim", "dpmpp") for n in size.sampler_steps] + [("ddpm", size.ddpm_steps)]
     rows = []
     for name, steps in runs:
+        calls[0] = 0
         with PeakMemory(device) as mem:
             t0 = time.perf_counter()
             out = sample(name, model_fn, noise, schedule, steps, generator=make_generators(list(range(b))))
@@ -167,15 +185,21 @@ def bench_samplers(size: SuiteSize, device: torch.device, peak: float, log) -> d
             sec = time.perf_counter() - t0
         if not torch.isfinite(out).all():
             raise RuntimeError(f"sampler {name} produced a non-finite sample")
-        row = {"sampler": name, "steps": steps, "batch": b, "seconds": sec, "s_per_clip": sec / b,
+        row = {"sampler": name, "steps": steps, "network_calls": calls[0], "batch": b, "seconds": sec, "s_per_clip": sec / b,
                "s_per_step": sec / steps, "gflop_per_clip": flops * steps / b / 1e9,
                "achieved_gflops": flops * steps / sec / 1e9, "utilisation": flops * steps / sec / 1e9 / peak,
                "peak_mb": mem.peak_mb, "peak_over_base_mb": mem.over_base_mb, "memory_method": mem.method}
         rows.append(row)
         log(f"samplers {name:5s} {steps:4d} steps  {row['s_per_clip']:8.2f} s/clip  "
             f"utilisation {100 * row['utilisation']:5.1f}%")
+    by = {(r["sampler"], r["steps"]): r for r in rows}
+    fast = None
+    if ("ddim", 50) in by and ("dpmpp", 20) in by:  # the fast path: DPM-Solver++ 20 steps vs the paper's DDIM 50
+        d, f = by["ddim", 50], by["dpmpp", 20]
+        fast = {"calls_ddim50_over_dpmpp20": d["network_calls"] / f["network_calls"],
+                "speed_dpmpp20_over_ddim50": d["s_per_clip"] / f["s_per_clip"]}
     return {"layout": size.sampler_layout, "grid": [t, h, w], "params": n_params(net),
-            "gflop_per_call": flops / 1e9, "dtype": s.dtype, "rows": rows}
+            "gflop_per_call": flops / 1e9, "dtype": s.dtype, "rows": rows, "fast_path": fast}
 
 
 def peers_available() -> bool:
@@ -210,9 +234,9 @@ class _Run:
 
 def _section_ae(run: _Run) -> None:
     """CausalVAE encode / decode and the streaming decode; with peers also CogVideoX (same calls)."""
-    models = ["walt"] + (["cogvideox"] if run.peers else [])
+    dtype = run.size.denoiser["dtype"]
     with run.timed("ae"):
-        run.result["autoencoder"] = bench_ae(run.size, run.device, models, run.peaks["fp32"], run.log, stream=True)
+        run.result["autoencoder"] = bench_ae(run.size, run.device, run.peers, run.peaks[dtype], dtype, run.log)
         run.result["ratios"].update(run.result["autoencoder"]["ratios"])
 
 
@@ -240,8 +264,9 @@ def _section_peers(run: _Run) -> None:
         return
     if "ae" not in run.only:  # the ratio needs walt measured the same way
         with run.timed("peers (cogvideox)"):
-            run.result["autoencoder"] = bench_ae(run.size, run.device, ["walt", "cogvideox"], run.peaks["fp32"],
-                                                 run.log, stream=False)
+            dtype = run.size.denoiser["dtype"]
+            run.result["autoencoder"] = bench_ae(run.size, run.device, True, run.peaks[dtype], dtype, run.log,
+                                                 stream=False)
             run.result["ratios"].update(run.result["autoencoder"]["ratios"])
     s = _settings(run.size, run.device, latte=True, train=False)
     with run.timed("peers (latte)"):
@@ -266,6 +291,16 @@ SECTIONS: dict[str, Callable[[_Run], None]] = {
 assert tuple(SECTIONS) == walt.bench.SECTIONS, "walt.bench.SECTIONS must list the sections of SECTIONS, in order"
 
 
+def dtype_reason(chosen: str, probe: dict[str, float], device: torch.device) -> str:
+    """Why `fastest_dtype` chose `chosen`, in words (written into bench.json and bench.md)."""
+    if device.type == "cuda":
+        return "bf16 autocast on a GPU"
+    if probe.get("bf16_kernels") == 0.0:
+        return "fp32: the bf16 attention / 3D-convolution kernels do not run on this CPU"
+    cmp = f"bf16 {probe['bf16']:.3g} vs fp32 {probe['fp32']:.3g} GFLOP/s in the n=256 matmul probe"
+    return f"{chosen}: {cmp} (bf16 must win by 20%)"
+
+
 def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = walt.bench.SECTIONS,
               log: Callable[[str], None] = print) -> dict:
     """Run the chosen sections on `device` -> the JSON-able result (see `markdown`)."""
@@ -274,11 +309,12 @@ def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = wal
     t_start = time.perf_counter()
     torch.manual_seed(0)
     probe: dict[str, float] = {}
+    why = f"set by the size ({size.denoiser.get('dtype')})"
     if size.denoiser.get("dtype", "auto") == "auto":  # the faster matmul dtype of this device (see fastest_dtype)
         chosen, probe = fastest_dtype(device)
         size = dataclasses.replace(size, denoiser={**size.denoiser, "dtype": chosen})
-        log(f"dtype auto -> {chosen}" + (f" (probe n=256: {', '.join(f'{k} {v:.3g}' for k, v in probe.items())} GFLOP/s)"
-                                         if probe else ""))
+        why = dtype_reason(chosen, probe, device)
+        log(f"dtype auto -> {chosen}: {why}")
     dtypes = ["fp32"] + ([size.denoiser["dtype"]] if size.denoiser["dtype"] != "fp32" else [])
     peaks = {}
     for d in dtypes:
@@ -288,7 +324,8 @@ def run_suite(size: SuiteSize, device: torch.device, only: tuple[str, ...] = wal
         "walt_version": __version__, "machine": machine(), "machine_info": machine_info(device),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "device": str(device), "size": dataclasses.asdict(size), "sections": list(only),
-        "matmul_peak_gflops": peaks, "dtype_probe_gflops": probe, "ratios": {}, "notes": [], "section_s": {},
+        "matmul_peak_gflops": peaks, "dtype": size.denoiser["dtype"], "dtype_reason": why, "dtype_probe_gflops": probe,
+        "ratios": {}, "notes": [], "section_s": {},
         "flops": "counted with torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention "
                  "(incl. the CPU SDPA kernel); not counted: elementwise ops, normalisations, the optimizer, "
                  "the samplers' float64 updates. Utilisation is against the matmul peak in the workload's dtype.",
@@ -314,15 +351,19 @@ def _f(x: Any, spec: str) -> str:
 
 def _md_ae(r: dict) -> list[str]:
     a = r["autoencoder"]
+    dtype = a.get("dtype", "fp32")
     L = ["## Autoencoder", "", f"Memory: {a['memory']}. Peak MB is the whole process (Python, torch, the "
          "weights and, for CogVideoX, the diffusers import); over model MB is what the calls themselves add "
-         "(the fair comparison).", "",
-         "| model | params (M) | op | frames | frames/s | GFLOP/call | utilisation (fp32) | peak MB | over model MB |",
+         "(the fair comparison). walt: the paper's MAGVIT-v2 layout (time compressed in the late levels); "
+         "walt-early: time compressed in the first levels, as CogVideoX does. A clip marked cold is one timed "
+         "call without a warm-up, its FLOPs counted on the meta device.", "",
+         f"| model | params (M) | op | frames | frames/s | GFLOP/call | utilisation ({dtype}) | peak MB | over model MB |",
          "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for x in a["rows"]:
-        L.append(f"| {x['model']} | {x['params'] / 1e6:.3g} | {x['op']} | {x['frames']}×{x['size']}×{x['size']} | "
-                 f"{x['frames_per_s']:.2f} | {x['gflop_per_call']:.3g} | {100 * x['utilisation']:.1f}% | "
-                 f"{x['peak_mb']:.0f} | {x['peak_over_base_mb']:.0f} |")
+        cold = " (cold)" if x.get("cold") else ""
+        L.append(f"| {x.get('name', x['model'])} | {x['params'] / 1e6:.3g} | {x['op']} | "
+                 f"{x['frames']}×{x['size']}×{x['size']}{cold} | {x['frames_per_s']:.2f} | {x['gflop_per_call']:.3g} | "
+                 f"{100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} | {x['peak_over_base_mb']:.0f} |")
     L.append("")
     st = a.get("streaming")
     if st:
@@ -351,10 +392,16 @@ def _md_samplers(r: dict) -> list[str]:
     L = ["## Sampling", "",
          f"Class-conditional window W.A.L.T ({sm['params'] / 1e6:.3g}M parameters, {sm['dtype']}), latent "
          f"{'×'.join(map(str, sm['grid']))}, {sm['gflop_per_call']:.3g} GFLOP per network call.", "",
-         "| sampler | steps | s/clip | s/step | utilisation | peak MB |", "|---|---:|---:|---:|---:|---:|"]
+         "| sampler | steps | network calls | s/clip | s/step | utilisation | peak MB |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
     for x in sm["rows"]:
-        L.append(f"| {x['sampler']} | {x['steps']} | {x['s_per_clip']:.2f} | {x['s_per_step']:.3f} | "
-                 f"{100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} |")
+        L.append(f"| {x['sampler']} | {x['steps']} | {x.get('network_calls', '-')} | {x['s_per_clip']:.2f} | "
+                 f"{x['s_per_step']:.3f} | {100 * x['utilisation']:.1f}% | {x['peak_mb']:.0f} |")
+    fast = sm.get("fast_path")
+    if fast:
+        L += ["", f"Fast path: DPM-Solver++ at 20 steps makes {fast['calls_ddim50_over_dpmpp20']:.2f}x fewer network "
+              f"calls than DDIM at 50 (the paper's sampler) and samples {fast['speed_dpmpp20_over_ddim50']:.2f}x faster "
+              "per clip; whether its samples are as good is a quality question (class score, FVD), not measured here."]
     return L + [""]
 
 
@@ -362,9 +409,11 @@ def _md_peers(r: dict) -> list[str]:
     L = ["## Peers (walt / peer)", "", "| comparison | ratio |", "|---|---:|"]
     L += [f"| {k} | {v:.2f} |" for k, v in r["ratios"].items() if "cogvideox" in k or "latte" in k]
     L += ["", "Speed ratios > 1: walt faster; memory ratio > 1: walt uses more (memory_ratio: whole-process peaks, "
-          "activation_memory_ratio: memory above the weights). Latte and W.A.L.T are both "
-          f"text-conditioned here ({r.get('latte', {}).get('text_tokens', '-')} random caption tokens), "
-          "same width, depth, heads and tokens.", ""]
+          "activation_memory_ratio: memory above the weights). `[layout]`: W.A.L.T text-conditioned (the paper's "
+          "joint window + text cross-attention in the spatial layers); `[layout,class]`: W.A.L.T class-conditional "
+          "(no text path). Latte always cross-attends to its caption (diffusers' model cannot run without one): "
+          f"{r.get('latte', {}).get('text_tokens', '-')} random caption tokens in both comparisons; same width, "
+          f"depth, heads and tokens, {r.get('latte', {}).get('dtype', '-')} on both sides.", ""]
     if "latte" in r:
         L += ["| layout | model | params (M) | GFLOP/fwd | fwd tokens/s | DDIM s/clip |", "|---|---|---:|---:|---:|---:|"]
         for x in r["latte"]["inference"]:
@@ -399,7 +448,9 @@ def markdown(r: dict) -> str:
     L = [f"# walt bench ({r['size']['name']} size, {r['device']})", "",
          f"Machine: {r['machine']}. {r['date']}, walt {r['walt_version']}, {r['elapsed_s']:.0f} s in all; load "
          f"average at start {r['machine_info']['load_average']}, at end {r['load_average_end']}.", "",
-         f"Sizes: {r['size']['description']}.", "", f"Measured matmul peak: {peaks}.", ""]
+         f"Sizes: {r['size']['description']}.", "", f"Measured matmul peak: {peaks}.", "",
+         f"dtype {r.get('dtype', '-')} for every section and both sides of each comparison: {r.get('dtype_reason', '-')}.",
+         ""]
     if r.get("section_s"):
         L += ["Seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in r["section_s"].items()) + ".", ""]
     for shown, table in MARKDOWN.values():

@@ -65,6 +65,17 @@ def make_qk_norm(kind: str, head_dim: int) -> nn.Module:
     raise ValueError(f"unknown qk_norm {kind!r}; use 'layernorm', 'rmsnorm' or 'none'")
 
 
+def _beside_each_window(window: torch.Tensor, text: torch.Tensor, n_win: int) -> torch.Tensor:
+    """(B*nW, heads, N, hd) window keys + (B, heads, L, hd) text keys -> (B*nW, heads, N + L, hd).
+
+    The text enters the concatenation as a broadcast over the windows, so it is copied once, into
+    the result, never repeated first.
+    """
+    window = window.unflatten(0, (text.shape[0], n_win))  # (B, nW, heads, N, hd)
+    both = torch.cat([window, text[:, None].expand(-1, n_win, -1, -1, -1)], dim=3)
+    return both.flatten(0, 1)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping 3D windows, with q/k norm and relative bias.
 
@@ -135,19 +146,18 @@ class WindowCrossAttention(nn.Module):
         window = resolve_window(self.window, grid)
         tokens = window_partition(x, window)  # (B*nW, N, D)
         n_win = tokens.shape[0] // b
-        q = rearrange(self.q(tokens), "n l (h d) -> n h l d", h=self.num_heads)
+        q = self.q_norm(rearrange(self.q(tokens), "n l (h d) -> n h l d", h=self.num_heads))
         k, v = rearrange(self.kv(tokens), "n l (two h d) -> two n h l d", two=2, h=self.num_heads)
+        k = self.k_norm(k)
         mask = None
         if text is not None:
-            # Project the text once per sample, then share it across that sample's windows.
+            # Project and normalise the text once per sample, then share it across that sample's windows.
             kt, vt = rearrange(self.kv(text), "b l (two h d) -> two b h l d", two=2, h=self.num_heads)
-            k = torch.cat([k, repeat(kt, "b h l d -> (b n) h l d", n=n_win)], dim=2)
-            v = torch.cat([v, repeat(vt, "b h l d -> (b n) h l d", n=n_win)], dim=2)
+            k, v = _beside_each_window(k, self.k_norm(kt), n_win), _beside_each_window(v, vt, n_win)
             if text_mask is not None:
                 keep_window = text_mask.new_ones(b, tokens.shape[1])
                 mask = torch.cat([keep_window, text_mask], dim=1)  # (B, N + L); window keys always kept
                 mask = repeat(mask, "b l -> (b n) 1 1 l", n=n_win)
-        q, k = self.q_norm(q), self.k_norm(k)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B*nW, heads, N, hd)
         out = self.proj(rearrange(out, "n h l d -> n l (h d)"))
         return window_reverse(out, window, grid)  # (B, T, H, W, D)

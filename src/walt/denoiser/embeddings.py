@@ -98,8 +98,10 @@ class RelativePositionBias(nn.Module):
             idx = relative_position_index(tuple(window), self.window)
             self._index_cache[key] = idx.flatten().to(self.table.device)
         n = math.prod(window)
-        bias = self.table[self._index_cache[key]]  # (N*N, heads)
-        return rearrange(bias, "(n m) h -> h n m", n=n, m=n)
+        # Contiguous (heads, N, N): SDPA's CPU kernel reads the mask row by row, and a permuted view of
+        # the (N*N, heads) gather would make every read stride over the heads.
+        bias = self.table[self._index_cache[key]].t().contiguous()  # (heads, N*N)
+        return bias.view(-1, n, n)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
