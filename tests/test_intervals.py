@@ -62,3 +62,13 @@ def test_clips_for_relative_width_picks_the_first_count_that_is_narrow_enough():
     assert res["chosen"] == 128 and res["relative_width"] == pytest.approx([0.4, 0.2, 0.09, 0.05])
     none = clips_for_relative_width(lambda n: {"value": 1.0, "lo": 0.0, "hi": 2.0, "n": n}, [32, 64])
     assert none["chosen"] is None
+
+
+def test_few_clip_fd_matches_the_fvd_formula():
+    from walt.eval.fvd import fvd
+    from walt.eval.intervals import _fd
+
+    rng = np.random.default_rng(3)
+    for n, d in ((96, 400), (5, 40), (60, 16)):  # fewer clips than dimensions (the SVD path), and more
+        a, b = rng.normal(size=(n, d)), rng.normal(0.2, 1.3, size=(n + 3, d))
+        assert _fd(a, b) == pytest.approx(fvd(a, b), rel=1e-6)

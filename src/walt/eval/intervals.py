@@ -41,7 +41,16 @@ def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fd(a: np.ndarray, b: np.ndarray) -> float:
-    return frechet_distance(*_stats(a), *_stats(b))
+    """FD of two feature sets. With fewer clips than dimensions (I3D: 400-d features of ~100 clips)
+    tr((S_a S_b)^1/2) is the nuclear norm of A B^T / sqrt((n_a - 1)(n_b - 1)) for the centred sets
+    A, B: the same number from an n x n SVD instead of D x D eigendecompositions (~30x faster)."""
+    if min(len(a), len(b)) >= a.shape[1]:
+        return frechet_distance(*_stats(a), *_stats(b))
+    ca, cb = a - a.mean(axis=0), b - b.mean(axis=0)
+    na, nb = len(a) - 1, len(b) - 1
+    tr_sqrt = np.linalg.svd(ca @ cb.T, compute_uv=False).sum() / math.sqrt(na * nb)
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    return float(diff @ diff + (ca * ca).sum() / na + (cb * cb).sum() / nb - 2.0 * tr_sqrt)
 
 
 def mean_interval(values, reps: int = REPS, seed: int = 0) -> dict:

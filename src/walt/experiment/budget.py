@@ -11,8 +11,9 @@ fractions of its run, `walt.demo.fvd`) is planned here too: segments end exactly
 the caller's hook runs there, and the time still owed to the evaluations to come (`reserve`) is
 kept free before the deadline, so the stage as a whole still ends on time.
 
-The other way to spend a budget: time a few steps, then train a fixed number of them
-(`steps_in`); the studies give every row the same minutes that way, so rows stay comparable.
+The studies give every row the same minutes this way too (rows stay comparable however fast
+their models are). The other way to spend a budget: time a few steps, then train a fixed number
+of them (`steps_in`), for a run that must know its length before it starts.
 """
 
 from __future__ import annotations

@@ -1,127 +1,83 @@
-"""The pipeline stages a study row runs (each returns a JSON-ready dict for `StageStore`).
+"""The training stages of a study row (each returns a JSON-ready record for its `StageLog`).
 
-    vae       train the autoencoder                  (walt.train.train_vae; SPEC §1)
-    recon     reconstruct held-out clips             (PSNR / SSIM / rFVD, encode / decode clips/s)
-    cache     encode the training pool               (walt.data.latent_cache.encode_dataset)
-    walt      train a small W.A.L.T on the cache     (walt.train.denoiser.train_denoiser; SPEC §2-3)
-    generate  DDIM-sample, decode, time, FVD         (walt.pipeline.generate; walt.eval.fvd)
+    vae    train the autoencoder                (walt.train.train_vae; SPEC §1)
+    cache  encode the training pool             (walt.data.latent_cache; tokens per clip follow the design)
+    walt   train the W.A.L.T on the cache       (walt.train.denoiser; SPEC §2-3), keeping EMA snapshots
 
-`plan_vae_steps` / `plan_walt_steps` turn a wall-clock budget into a step count by timing a few
-steps of the row's own models (or return the fixed step count). Throughputs are wall-clock
-times of the real work (the FVD clips), after one warm-up call. The builders, training settings
-and the cache are `walt.experiment.recipes`' (the demo's too).
+With a budget each training stage runs to a wall-clock deadline (`walt.experiment.recipes`: it
+measures its pace on its first steps and re-plans as it goes), so every row gets the same
+minutes; without one, fixed step counts. The denoiser's EMA weights are also saved at every
+multiple of `snapshot_every` steps (snapshots/step_*.safetensors): the study compares the rows
+at the largest such step that every row reached (equal steps) as well as at their final weights
+(equal wall-clock). The recipe (losses, optimiser, EMA) is the demo's (`walt.experiment.recipes`).
 """
 
 from __future__ import annotations
 
 import shutil
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from walt.config import replace_config
 from walt.experiment import recipes
-from walt.experiment.budget import read_log, seconds_per_step, steps_in
+from walt.experiment.budget import read_log
 from walt.study.config import StudyConfig
-from walt.study.fvd import features
+
+__all__ = ["WaltRecipe", "build_vae", "train_vae_stage", "load_vae", "cache_stage", "latent_dataset", "build_walt",
+           "walt_train_config", "train_walt_stage", "sampling_precision", "snapshot_path", "remove_training_state"]
+
+
+def _nothing(step: int | None = None) -> None:
+    return None
 
 
 # ----------------------------------------------------------------------------- stage: autoencoder
 
 
-def build_vae(cfg: StudyConfig, seed: int, **design: Any):
-    return recipes.small_vae(seed, **cfg.vae_kwargs(), **design)  # every row starts from the same seed
+def build_vae(cfg: StudyConfig, design: dict[str, Any]):
+    return recipes.small_vae(cfg.seed, **cfg.vae_kwargs(), **design)  # every row starts from the same seed
 
 
-def _vae_train_config(cfg: StudyConfig, steps: int, device: torch.device):
+def train_vae_stage(cfg: StudyConfig, design: dict[str, Any], data, folder: Path, device: torch.device,
+                    progress: bool, seconds: float | None = None, resume: bool = False,
+                    check: Callable = _nothing, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train the design's autoencoder for `seconds` (or `cfg.vae_steps` steps) into `folder`."""
     from walt.autoencoder.losses import VAELossConfig
-
-    return recipes.small_vae_config(steps, cfg.vae_batch_size, cfg.vae_lr, min(10, steps), cfg.seed, device,
-                                    VAELossConfig(kl_weight=cfg.vae_kl_weight), log_every=max(1, min(10, steps // 10)),
-                                    ckpt_every=max(10, steps // 4))
-
-
-def _batches(data, cfg: StudyConfig):
-    return recipes.clip_batches(data, cfg.vae_batch_size, cfg.seed, cfg.vae_train_frames)
-
-
-def plan_vae_steps(cfg: StudyConfig, design: dict[str, Any], data, device: torch.device) -> dict[str, Any]:
-    """Fixed `vae_steps`, or the steps that fit `vae_fraction * budget_minutes` at this design's measured pace."""
-    if cfg.budget_minutes is None:
-        return {"steps": cfg.vae_steps, "sec_per_step": None}
     from walt.train.vae import train_vae
 
-    with tempfile.TemporaryDirectory() as tmp:
-        calib = replace_config(_vae_train_config(cfg, 4, device), log_every=1)
-        train_vae(calib, build_vae(cfg, cfg.seed, **design).to(device), _batches(data, cfg), tmp, progress=False)
-        sec = seconds_per_step(read_log(Path(tmp) / "log.csv"), cfg.vae_batch_size, "clips_per_s")
-    return {"steps": steps_in(cfg.vae_fraction * cfg.budget_minutes * 60, sec, minimum=2), "sec_per_step": sec}
+    vae = build_vae(cfg, design).to(device)
+    batches = recipes.clip_batches(data, cfg.vae_batch_size, cfg.seed, cfg.vae_train_frames)
+    loss = VAELossConfig(recon_type=cfg.vae_recon_type, kl_weight=cfg.vae_kl_weight)
 
+    def tcfg(steps: int, ckpt_every: int):
+        return recipes.small_vae_config(steps, cfg.vae_batch_size, cfg.vae_lr, cfg.vae_warmup_steps, cfg.seed, device,
+                                        loss, log_every=1, ckpt_every=ckpt_every, decoder_noise=cfg.vae_decoder_noise)
 
-def train_vae_stage(cfg: StudyConfig, design: dict[str, Any], data, folder: Path, steps: int,
-                    device: torch.device, progress: bool) -> dict[str, Any]:
-    from walt.train.vae import train_vae
-
-    vae = build_vae(cfg, cfg.seed, **design).to(device)
     t0 = time.perf_counter()
-    res = train_vae(_vae_train_config(cfg, steps, device), vae, _batches(data, cfg), folder, progress=progress)
-    return {"steps": res.step, "seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in vae.parameters()),
-            "train_psnr": res.metrics.get("psnr"), "train_clips_per_s": res.metrics.get("clips_per_s")}
+    if seconds is None:
+        if not resume:
+            shutil.rmtree(folder, ignore_errors=True)
+        steps = train_vae(tcfg(cfg.vae_steps, max(1, cfg.vae_steps // 4)), vae, batches, folder, progress=progress).step
+        check(steps)
+    else:
+        steps = recipes.train_vae_to_deadline(vae, batches, folder, tcfg, time.time() + seconds, cfg.vae_warmup_steps,
+                                              cfg.calibration_steps, cfg.vae_min_steps, progress, say, resume=resume,
+                                              check=check)
+    rows = read_log(folder / "log.csv")
+    return {"steps": steps, "seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in vae.parameters()),
+            "train_psnr": statistics.mean(r["psnr"] for r in rows[-5:]) if rows and "psnr" in rows[-1] else None}
 
 
 def load_vae(folder: Path, device: torch.device):
     return recipes.load_small_vae(folder, device)
 
 
-# ----------------------------------------------------------------------------- stage: reconstruction
-
-
-def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.Tensor, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out, time.perf_counter() - t0
-
-
-@torch.no_grad()
-def recon_stage(vae, real: torch.Tensor, cfg: StudyConfig, device: torch.device, i3d=None,
-                real_feats: np.ndarray | None = None, batch: int = 4) -> dict[str, Any]:
-    """PSNR / SSIM / rFVD of held-out clips `real` (N, 3, T, H, W), and encode / decode clips per second."""
-    from walt.eval.fvd import fvd
-    from walt.eval.metrics import psnr, ssim
-
-    vae.decode(vae.encode(real[:1].to(device)))  # warm-up: first-call allocations are not throughput
-    recons, t_enc, t_dec = [], 0.0, 0.0
-    for i in range(0, real.shape[0], batch):
-        x = real[i:i + batch].to(device)
-        z, te = _timed(lambda: vae.encode(x), device)
-        r, td = _timed(lambda: vae.decode(z), device)
-        recons.append(r.float().clamp(-1, 1).cpu())
-        t_enc, t_dec = t_enc + te, t_dec + td
-    recon = torch.cat(recons)  # (N, 3, T, H, W)
-    c, t, h, w = vae.latent_shape(*real.shape[2:])
-    info = {"psnr": float(psnr(recon, real)), "ssim": float(ssim(recon, real)),
-            "encode_clips_per_s": real.shape[0] / t_enc, "decode_clips_per_s": real.shape[0] / t_dec,
-            "latent_shape": [c, t, h, w], "rfvd": None}
-    if i3d is not None:
-        info["rfvd"] = fvd(real_feats, features(i3d, recon, cfg))
-    return info
-
-
-# ----------------------------------------------------------------------------- stage: latent cache
-
-
 def cache_stage(vae, data, folder: Path, device: torch.device, progress: bool) -> dict[str, Any]:
-    return recipes.cache_stage(vae, data, folder, device, progress, shard_size=64, batch_size=8)
+    return recipes.cache_stage(vae, data, folder, device, progress, shard_size=256, batch_size=16)
 
 
 def latent_dataset(cache: Path, normalize: bool = True):
@@ -144,27 +100,6 @@ def latent_dataset(cache: Path, normalize: bool = True):
 # ----------------------------------------------------------------------------- stage: W.A.L.T
 
 
-def build_walt(cfg: StudyConfig, latent_shape, num_classes: int, seed: int, st_window_divisor: int = 2,
-               **overrides: Any):
-    """A small W.A.L.T for latents (c, t, h, w): spatial windows = one latent frame, spatiotemporal
-    windows = all frames x (h/p, w/p) / `st_window_divisor` (default 2: half the frame's height and
-    width, the paper's 1x16x16 / 5x8x8 on 16x16 latents; 4 is its smaller 5x4x4, Table 3)."""
-    _, t, h, w = latent_shape
-    hp, wp, d = h // cfg.patch_size, w // cfg.patch_size, int(st_window_divisor)
-    return recipes.small_walt(latent_shape, num_classes, (1, hp, wp), (t, max(1, hp // d), max(1, wp // d)), seed,
-                              **{"patch_size": cfg.patch_size, "hidden_size": cfg.walt_hidden_size,
-                                 "depth": cfg.walt_depth, "num_heads": cfg.walt_num_heads, **overrides})
-
-
-def _walt_train_config(cfg: StudyConfig, steps: int, batch: int, p_self_cond: float, diffusion: dict[str, Any]):
-    from walt.diffusion.loss import DiffusionLossConfig
-    from walt.diffusion.schedule import DiffusionConfig
-
-    return recipes.walt_config(steps, batch, cfg.walt_lr, min(50, steps // 10), cfg.walt_ema_decay, cfg.seed,
-                               DiffusionLossConfig(p_self_cond=p_self_cond), DiffusionConfig(**diffusion),
-                               log_every=max(1, min(10, steps // 10)), ckpt_every=max(10, steps // 4))
-
-
 @dataclass(frozen=True)
 class WaltRecipe:
     """What the ablation varies in stage 2 (the encoder study uses the defaults = the paper's)."""
@@ -180,80 +115,90 @@ class WaltRecipe:
         return {"st_window_divisor": self.st_window_divisor, **dict(self.walt_overrides)}
 
 
-def plan_walt_steps(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, device: torch.device) -> dict[str, Any]:
-    if cfg.budget_minutes is None:
-        return {"steps": cfg.walt_steps, "sec_per_step": None}
-    from walt.train.denoiser import train_denoiser
+def build_walt(cfg: StudyConfig, latent_shape, num_classes: int, seed: int, st_window_divisor: int = 2,
+               **overrides: Any):
+    """The study's W.A.L.T (`cfg.walt_kwargs()`: the demo's size) for latents (c, t, h, w): spatial
+    windows = one latent frame of tokens, spatiotemporal windows = all frames x (h/p, w/p) /
+    `st_window_divisor` (default 2: half the frame per side, the paper's 1x16x16 / 5x8x8 on 16x16
+    tokens; 4 is its smaller 5x4x4, Table 3). A latent the patch does not divide is a ValueError."""
+    _, t, h, w = latent_shape
+    kw = {**cfg.walt_kwargs(), **overrides}
+    p, d = kw["patch_size"], int(st_window_divisor)
+    hp, wp = h // p, w // p
+    return recipes.small_walt(latent_shape, num_classes, (1, hp, wp), (t, max(1, hp // d), max(1, wp // d)), seed, **kw)
+
+
+def walt_train_config(cfg: StudyConfig, recipe: WaltRecipe, batch: int):
+    """`tcfg(steps, log_every)`: the row's `DenoiserTrainConfig` (the demo's recipe, the study's precision)."""
+    from walt.diffusion.loss import DiffusionLossConfig
+    from walt.diffusion.schedule import DiffusionConfig
+
+    loss = DiffusionLossConfig(p_self_cond=recipe.p_self_cond)
+    diffusion = DiffusionConfig(**{"snr_shift": cfg.walt_snr_shift, **dict(recipe.diffusion)})
+    return lambda steps, log_every: recipes.walt_config(
+        steps, batch, cfg.walt_lr, cfg.walt_warmup_steps, cfg.walt_ema_decay, cfg.seed, loss, diffusion,
+        log_every=log_every, ckpt_every=10**9, precision=cfg.walt_precision)
+
+
+def sampling_precision(cfg: StudyConfig, device: torch.device):
+    """(autocast context, its name) the denoiser samples under: the precision it trained in ("fast":
+    bf16 where the CPU runs it natively, ~2x the fp32 sampling speed on this project's CPU)."""
+    from walt.train.precision import autocast_for, resolve_precision
+
+    precision = resolve_precision(cfg.walt_precision, device)
+    return autocast_for(precision, device), precision
+
+
+def snapshot_path(folder: Path, step: int) -> Path:
+    return Path(folder) / "snapshots" / f"step_{int(step):07d}.safetensors"
+
+
+def _snapshotter(folder: Path) -> Callable[[int], None]:
+    """Keep the EMA weights of the checkpoint just written at `step` (a `Stage.load`-able file)."""
+    from walt.checkpoint import load_checkpoint, save_checkpoint
+    from walt.train.common import latest_checkpoint
+
+    def save(step: int) -> None:
+        state = load_checkpoint(latest_checkpoint(folder / "checkpoints"))
+        if int(state["step"]) != step:
+            raise RuntimeError(f"snapshot at step {step}: the newest checkpoint is of step {state['step']}")
+        save_checkpoint(snapshot_path(folder, step), {k: v for k, v in state.items()
+                                                      if k not in ("model", "optimizer", "rng")})
+
+    return save
+
+
+def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: Path, device: torch.device,
+                     progress: bool, seconds: float | None = None, resume: bool = False,
+                     check: Callable = _nothing, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train the row's W.A.L.T on `cache` for `seconds` (or `cfg.walt_steps` steps) into `folder`."""
+    from walt.train.precision import resolve_precision
 
     ds = latent_dataset(cache, recipe.normalize)
     batch = min(cfg.walt_batch_size, len(ds))
     net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **recipe.build_kwargs()).to(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        tcfg = replace_config(_walt_train_config(cfg, 4, batch, recipe.p_self_cond, dict(recipe.diffusion)),
-                              log_every=1)
-        train_denoiser(tcfg, net, ds, tmp, progress=False)
-        sec = seconds_per_step(read_log(Path(tmp) / "log.csv"), batch, "sec_per_step")
-    seconds = (1 - cfg.vae_fraction) * cfg.budget_minutes * 60
-    return {"steps": steps_in(seconds, sec, minimum=2), "sec_per_step": sec}
-
-
-def train_walt_stage(cfg: StudyConfig, recipe: WaltRecipe, cache: Path, folder: Path, steps: int,
-                     device: torch.device, progress: bool) -> dict[str, Any]:
-    from walt.train.denoiser import train_denoiser
-
-    ds = latent_dataset(cache, recipe.normalize)
-    batch = min(cfg.walt_batch_size, len(ds))
-    net = build_walt(cfg, ds.latent_shape, ds.num_classes, cfg.seed, **recipe.build_kwargs()).to(device)
-    tcfg = _walt_train_config(cfg, steps, batch, recipe.p_self_cond, dict(recipe.diffusion))
+    tcfg, snap = walt_train_config(cfg, recipe, batch), _snapshotter(folder)
     t0 = time.perf_counter()
-    res = train_denoiser(tcfg, net, ds, folder, progress=progress)
+    if seconds is None:
+        _, train_until = recipes.walt_trainer(net, ds, folder, tcfg, progress, resume=resume,
+                                              snapshot_every=cfg.snapshot_every, on_snapshot=snap)
+        steps = train_until(cfg.walt_steps, None)
+        check(steps)
+    else:
+        steps = recipes.train_walt_to_deadline(net, ds, folder, tcfg, time.time() + seconds, cfg.calibration_steps,
+                                               cfg.walt_min_steps, progress, "denoiser", say, resume=resume,
+                                               check=check, snapshot_every=cfg.snapshot_every, on_snapshot=snap)
     rows = read_log(folder / "log.csv")
-    tail = rows[len(rows) // 2:] or rows  # second half: past warm-up and one-time costs
-    return {"steps": res.step, "seconds": time.perf_counter() - t0, "params": sum(p.numel() for p in net.parameters()),
-            "final_loss": statistics.mean(r["loss"] for r in rows[-3:]),
-            "train_steps_per_s": 1.0 / statistics.median(r["sec_per_step"] for r in tail),
-            "train_tokens_per_s": statistics.median(r["tokens_per_s"] for r in tail),
-            "attention": net.config.attention,
+    c, t, h, w = ds.latent_shape
+    p = net.config.patch_size
+    return {"steps": steps, "seconds": time.perf_counter() - t0, "params": sum(x.numel() for x in net.parameters()),
+            "final_loss": statistics.mean(r["loss"] for r in rows[-3:]), "batch_size": batch,
+            "precision": resolve_precision(cfg.walt_precision, device), "attention": net.config.attention,
             "st_window": "x".join(str(v) for v in net.config.spatiotemporal_window),
-            "tokens_per_clip": ds.latent_shape[1] * (ds.latent_shape[2] // cfg.patch_size)
-            * (ds.latent_shape[3] // cfg.patch_size)}
-
-
-# ----------------------------------------------------------------------------- stage: generation
-
-
-@torch.no_grad()
-def generate_stage(cfg: StudyConfig, walt_folder: Path, vae, device: torch.device, i3d=None,
-                   real_feats: np.ndarray | None = None, batch: int = 8) -> dict[str, Any]:
-    """DDIM-sample `fake_clips` class-conditional clips (fixed seeds/labels), decode, time, FVD."""
-    from walt.cascade.stage import Stage
-    from walt.eval.fvd import fvd
-    from walt.io import write_frame_grid_png
-    from walt.pipeline import generate
-
-    stage = Stage.load(walt_folder / "walt_ema.safetensors").to(device)
-    net, schedule, stats = stage.net, stage.schedule, stage.latent_stats
-    n, nc = cfg.fake_clips, net.config.num_classes
-    shape = (net.config.in_channels, *net.config.input_size)
-    generate(net, schedule, (1, *shape), steps=2, seeds=[0])  # warm-up
-    videos, t_sample, t_decode = [], 0.0, 0.0
-    for i in range(0, n, batch):
-        ids = list(range(i, min(n, i + batch)))
-        y = torch.tensor(ids, device=device) % nc if nc > 0 else None
-        z, ts = _timed(lambda: generate(net, schedule, (len(ids), *shape), sampler="ddim", steps=cfg.sample_steps,
-                                        y=y, seeds=ids, latent_stats=stats), device)
-        x, td = _timed(lambda: vae.decode(z.to(device)), device)
-        videos.append(x.float().clamp(-1, 1).cpu())
-        t_sample, t_decode = t_sample + ts, t_decode + td
-    fake = torch.cat(videos)  # (n, 3, T, H, W)
-    info = {"sample_clips_per_s": n / t_sample, "gen_clips_per_s": n / (t_sample + t_decode),
-            "sample_steps": cfg.sample_steps, "fvd": None}
-    if i3d is not None:
-        info["fvd"] = fvd(real_feats, features(i3d, fake, cfg))
-    write_frame_grid_png(walt_folder / "samples.png", fake[:8])
-    return info
+            "latent_shape": [c, t, h, w], "tokens_per_clip": t * (h // p) * (w // p),
+            "snapshots": sorted(int(f.stem.split("_")[1]) for f in (folder / "snapshots").glob("step_*.safetensors"))}
 
 
 def remove_training_state(folder: Path) -> None:
-    """Drop a finished stage's resumable checkpoints (the exported weights stay)."""
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    """Drop a finished stage's resumable checkpoints (the exported weights and snapshots stay)."""
+    shutil.rmtree(Path(folder) / "checkpoints", ignore_errors=True)
