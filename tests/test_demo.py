@@ -338,3 +338,24 @@ def test_demo_uses_a_pretrained_autoencoder_made_for_its_settings(tmp_path, caps
     assert "pretrained" in (tmp_path / "run" / "report.md").read_text()
     with pytest.raises(Exception, match="other settings"):  # the folder holds a run with the pretrained one
         run_demo(cfg, tmp_path / "run", minutes=0.15, progress=False, preset="smoke", pretrained=False)
+
+
+def _fake_metrics(folder, minutes, generated):
+    folder.mkdir(parents=True)
+    m = {"minutes_budget": minutes, "class_accuracy": {"generated": generated, "reconstructed": 0.9, "chance": 0.125},
+         "fvd": {"points": [{"step": 0, "fvd": 900.0}, {"step": 10, "fvd": 500.0 / minutes}], "real_vs_real": 40.0}}
+    (folder / "metrics.json").write_text(json.dumps(m))
+    return folder
+
+
+def test_demo_minutes_curve_plots_finished_runs(tmp_path, capsys):
+    a, b = _fake_metrics(tmp_path / "m5", 5, 0.2), _fake_metrics(tmp_path / "m15", 15, 0.4)
+    assert main(["demo", "--minutes-curve", f"{b},{a}", "--out", str(tmp_path / "plot")]) == 0
+    png = tmp_path / "plot" / "minutes.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    # a folder without metrics.json: one line, nothing written
+    assert main(["demo", "--minutes-curve", f"{a},{tmp_path / 'none'}", "--out", str(tmp_path / "p2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "metrics.json does not exist" in err and "\n" not in err and not (tmp_path / "p2").exists()
+    assert main(["demo", "--minutes-curve", str(a), "--out", str(tmp_path / "p3")]) == 2
+    assert "at least 2" in capsys.readouterr().err

@@ -57,6 +57,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out that a signal stopped: its stage from the checkpoint, the rest of "
                         "its budget")
+    p.add_argument("--minutes-curve", default=None, metavar="DIRS",
+                   help="only plot what more time buys: comma-separated output folders of finished demo runs at "
+                        "different --minutes -> class accuracy and FVD against minutes, written to OUT/minutes.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # = --preset smoke (tests)
 
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from walt.commands.files import pick_device, writable_dir
     from walt.errors import UserError
 
+    if args.minutes_curve is not None:
+        return _minutes_curve(args.minutes_curve, args.out)
     minutes = finite_float(args.minutes, "--minutes", minimum=0.0, strict=True)
     device = pick_device(args.device)
     if args.seed < 0:
@@ -176,3 +181,29 @@ def _set_threads(threads: int | None) -> None:
         print(f"[walt demo] the machine is busy (load {busy:.1f} on {cores} cores): using {free} thread(s); "
               "timings will be slower than on an idle machine (--threads to override)")
         torch.set_num_threads(free)
+
+
+def _minutes_curve(dirs: str, out: str) -> int:
+    """Read each run's metrics.json and draw `walt.demo.plots.save_minutes_curve` into out/minutes.png."""
+    import json
+    from pathlib import Path
+
+    from walt.demo.plots import save_minutes_curve
+    from walt.errors import UserError
+
+    runs = []
+    for d in (x.strip() for x in dirs.split(",") if x.strip()):
+        path = Path(d) / "metrics.json"
+        if not path.is_file():
+            raise UserError(f"--minutes-curve: {path} does not exist (is {d} a finished walt demo folder?)")
+        m = json.loads(path.read_text())
+        if (m.get("class_accuracy") or {}).get("generated") is None or "minutes_budget" not in m:
+            raise UserError(f"--minutes-curve: {path} has no class accuracy or budget (a run of an older walt?)")
+        runs.append(m)
+    if len(runs) < 2:
+        raise UserError(f"--minutes-curve needs at least 2 demo folders, got {len(runs)}")
+    from walt.commands.files import writable_dir
+
+    png = save_minutes_curve(writable_dir(out) / "minutes.png", runs)
+    print(f"walt demo: wrote {png} from {len(runs)} runs")
+    return 0

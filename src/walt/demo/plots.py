@@ -170,7 +170,7 @@ def save_minutes_curve(path: str | Path, runs: Sequence[dict]) -> Path:
     for ax in (a, b):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle(f"walt demo on {runs[0]['machine'].get('cpu') or 'this machine'}", fontsize=9)
+    fig.suptitle(f"walt demo on {(runs[0].get('machine') or {}).get('cpu') or 'this machine'}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
