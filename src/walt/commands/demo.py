@@ -185,25 +185,24 @@ def _set_threads(threads: int | None) -> None:
 
 def _minutes_curve(dirs: str, out: str) -> int:
     """Read each run's metrics.json and draw `walt.demo.plots.save_minutes_curve` into out/minutes.png."""
-    import json
     from pathlib import Path
 
+    from walt.commands.files import writable_dir
     from walt.demo.plots import save_minutes_curve
     from walt.errors import UserError
+    from walt.io import read_json
 
     runs = []
     for d in (x.strip() for x in dirs.split(",") if x.strip()):
         path = Path(d) / "metrics.json"
-        if not path.is_file():
+        m = read_json(path)
+        if m is None:
             raise UserError(f"--minutes-curve: {path} does not exist (is {d} a finished walt demo folder?)")
-        m = json.loads(path.read_text())
         if (m.get("class_accuracy") or {}).get("generated") is None or "minutes_budget" not in m:
             raise UserError(f"--minutes-curve: {path} has no class accuracy or budget (a run of an older walt?)")
         runs.append(m)
     if len(runs) < 2:
         raise UserError(f"--minutes-curve needs at least 2 demo folders, got {len(runs)}")
-    from walt.commands.files import writable_dir
-
     png = save_minutes_curve(writable_dir(out) / "minutes.png", runs)
     print(f"walt demo: wrote {png} from {len(runs)} runs")
     return 0
