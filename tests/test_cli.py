@@ -107,14 +107,18 @@ def test_sample_class_conditional_writes_mp4_and_grid(chain, capsys, tmp_path):
 
     out = tmp_path / "samples"
     code, stdout, err = run_cli(["sample", "--ckpt", chain["run"], "--vae", chain["vae"], "--out", out,
-                                 "--class-label", "rotating", "--seeds", "5,6", "--steps", 2, "--no-progress"], capsys)
+                                 "--class-label", "rotating", "--seeds", "5,6", "--batch-size", 1, "--steps", 2,
+                                 "--no-progress"], capsys)
     assert code == 0, err
     mp4s = sorted(out.glob("*.mp4"))
     assert [p.name for p in mp4s] == ["sample_000_rotating_seed5.mp4", "sample_001_rotating_seed6.mp4"]
     info = video_info(mp4s[0])
     assert (info.num_frames, info.height, info.width) == (9, 32, 32) and info.fps == pytest.approx(10.0)
     assert (out / "grid.png").stat().st_size > 0 and str(out) in stdout
-    # Sample i depends on its seed only: the same seed alone gives the same video.
+    # Sample i depends on its seed only: the same seed alone gives the same video. Batches of 1
+    # both times: batches of 2 and 1 take different GEMM blockings on some CPUs (oneDNN / AMX),
+    # and H.264 turns a rounding flip into a changed block (batch independence of the latents,
+    # to a tolerance, is tested in test_pipeline).
     code, _, _ = run_cli(["sample", "--ckpt", chain["run"], "--vae", chain["vae"], "--out", tmp_path / "again",
                           "--class-label", 1, "--seed", 6, "--steps", 2, "--no-progress"], capsys)
     assert code == 0
