@@ -115,16 +115,18 @@ def test_sample_class_conditional_writes_mp4_and_grid(chain, capsys, tmp_path):
     info = video_info(mp4s[0])
     assert (info.num_frames, info.height, info.width) == (9, 32, 32) and info.fps == pytest.approx(10.0)
     assert (out / "grid.png").stat().st_size > 0 and str(out) in stdout
-    # Sample i depends on its seed only: the same seed alone gives the same video. Batches of 1
-    # both times: batches of 2 and 1 take different GEMM blockings on some CPUs (oneDNN / AMX),
-    # and H.264 turns a rounding flip into a changed block (batch independence of the latents,
-    # to a tolerance, is tested in test_pipeline).
+    # Sample i depends on its seed only: the same seed alone gives the same video, up to H.264
+    # turning a last-bit difference (GEMM blockings and thread splits differ between calls on some
+    # CPUs) into a changed block; another seed differs by far more. Exact batch independence of
+    # the latents, to 1e-5, is tested in test_pipeline.
     code, _, _ = run_cli(["sample", "--ckpt", chain["run"], "--vae", chain["vae"], "--out", tmp_path / "again",
                           "--class-label", 1, "--seed", 6, "--steps", 2, "--no-progress"], capsys)
     assert code == 0
-    a = read_video(mp4s[1], output="float")
-    b = read_video(tmp_path / "again" / "sample_000_rotating_seed6.mp4", output="float")
-    assert torch.equal(a, b)
+    seed5, seed6 = (read_video(p, output="float") for p in mp4s)
+    again = read_video(tmp_path / "again" / "sample_000_rotating_seed6.mp4", output="float")
+    same, other = (again - seed6).abs().mean().item(), (seed5 - seed6).abs().mean().item()
+    print(f"same seed {same:.4f}, other seed {other:.4f}")
+    assert same < 0.04 and other > 2.5 * max(same, 0.02), (same, other)
 
 
 def test_sample_frame_prediction_and_long_video(chain, capsys, tmp_path):

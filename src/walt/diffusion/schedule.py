@@ -35,21 +35,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = [
-    "DiffusionConfig",
-    "DiffusionSchedule",
-    "make_betas",
-    "rescale_zero_terminal_snr",
-    "x0_from_v",
-    "eps_from_v",
-    "v_from_x0_eps",
-    "v_from_x0",
-    "eps_from_x0",
-    "x0_from_eps",
-    "v_from_eps",
-    "expand_like",
-]
-
 
 @dataclass(frozen=True)
 class DiffusionConfig:
