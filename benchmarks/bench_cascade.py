@@ -2,8 +2,8 @@
 of the final 512x896x17 decode.
 
 Thin wrapper: the code (and the full description of what is measured and what is extrapolated)
-lives in `walt.bench.cascade`, so that it works from an installed wheel; isolated stages run as
-`python -m walt.bench.cascade --case ...` children.
+lives in `walt.bench.cascade_speed`, so that it works from an installed wheel; isolated stages run as
+`python -m walt.bench.cascade_speed --case ...` children.
 
     python -m benchmarks.bench_cascade --size cpu            # paper stages, 1+2 steps each, full decode
     python -m benchmarks.bench_cascade --stages sr2 --steps 3 --no-decode
@@ -11,7 +11,7 @@ lives in `walt.bench.cascade`, so that it works from an installed wheel; isolate
 
 from __future__ import annotations
 
-from walt.bench.cascade import main
+from walt.bench.cascade_speed import main
 
 if __name__ == "__main__":
     main(prog="python -m benchmarks.bench_cascade")

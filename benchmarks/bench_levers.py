@@ -129,7 +129,7 @@ def ae_dtype(a) -> None:
 
 def ae_peers(a) -> None:
     """walt (late, early) vs CogVideoX, each op interleaved in one process, the same dtype."""
-    from walt.bench.autoencoder import build, calls
+    from walt.bench.vae_speed import build, calls
 
     dtype = _dtype(a.dtype)
     fns = {"encode": {}, "decode": {}}
@@ -152,7 +152,7 @@ def ae_peers(a) -> None:
 
 def gn_silu(a) -> None:
     """Per-frame GroupNorm + SiLU of one activation: eager NCDHW, eager NDHWC, and torch.compile's fusion."""
-    from walt.autoencoder.blocks import frame_group_norm
+    from walt.autoencoder.conv_blocks import frame_group_norm
 
     dtype = _dtype(a.dtype)
     dt = torch.bfloat16 if dtype == "bf16" else torch.float32

@@ -51,10 +51,10 @@ fi
 EXTRA=()
 [ -n "$THREADS" ] && EXTRA=(--threads "$THREADS")
 
-"$PY" -m walt.bench.report start --out "$OUT" --command "$COMMAND" --size "$SIZE" --device "$DEVICE" "${EXTRA[@]}"
+"$PY" -m walt.bench.benchmarks_md start --out "$OUT" --command "$COMMAND" --size "$SIZE" --device "$DEVICE" "${EXTRA[@]}"
 echo "benchmarks.sh: walt bench --size $SUITE -> $OUT/suite"
 "$PY" -m walt bench --size "$SUITE" --device "$DEVICE" --out "$OUT/suite" "${EXTRA[@]}"
 echo "benchmarks.sh: cascade --size $CASCADE -> $OUT/cascade"
-"$PY" -m walt.bench.cascade --size "$CASCADE" --device "$DEVICE" --out "$OUT/cascade" "${EXTRA[@]}"
-"$PY" -m walt.bench.report finish --out "$OUT"
+"$PY" -m walt.bench.cascade_speed --size "$CASCADE" --device "$DEVICE" --out "$OUT/cascade" "${EXTRA[@]}"
+"$PY" -m walt.bench.benchmarks_md finish --out "$OUT"
 echo "benchmarks.sh: done; paste $OUT/BENCHMARKS.fragment.md into BENCHMARKS.md"

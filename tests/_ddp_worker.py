@@ -85,7 +85,7 @@ def main() -> int:
     from walt.data.latent_dataset import LatentDataset
     from walt.denoiser import WALT
     from walt.diffusion import DiffusionLossConfig
-    from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
+    from walt.train.denoiser_loop import DenoiserTrainConfig, train_denoiser
     from walt.train.distributed import get_rank, init_distributed
 
     cache, out = Path(sys.argv[1]), Path(sys.argv[2])

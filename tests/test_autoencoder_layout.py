@@ -9,7 +9,7 @@ import torch
 from einops import repeat
 
 from walt.autoencoder import CausalVAE
-from walt.autoencoder.blocks import AdaptiveGroupNorm, frame_group_norm, latent_to_frames
+from walt.autoencoder.conv_blocks import AdaptiveGroupNorm, frame_group_norm, latent_to_frames
 
 CL = torch.channels_last_3d
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from walt.autoencoder import CausalVAE, CausalVAEConfig, fit_frames, preset_config
-from walt.autoencoder.blocks import AdaptiveGroupNorm
+from walt.autoencoder.conv_blocks import AdaptiveGroupNorm
 from walt.checkpoint import CheckpointError, save_checkpoint
 from walt.config import ConfigError, config_from_dict, config_to_dict, dump_config, load_config
 

@@ -147,7 +147,7 @@ def test_suite_sizes_build_their_settings(name):
     """Every `walt bench --size` builds valid benchmark settings (without running anything)."""
     import dataclasses
 
-    from walt.bench.denoiser import BenchSettings
+    from walt.bench.denoiser_speed import BenchSettings
 
     size = SIZES[name]()
     dn = {**size.denoiser, "dtype": "fp32" if size.denoiser.get("dtype") == "auto" else size.denoiser["dtype"]}

@@ -1,4 +1,4 @@
-"""Smoke tests of walt.bench.denoiser (`benchmarks/bench_denoiser.py` wraps it): the measuring code
+"""Smoke tests of walt.bench.denoiser_speed (`benchmarks/bench_denoiser.py` wraps it): the measuring code
 runs and reports sane numbers.
 
 Timings themselves are not checked (the CI machine is shared); only that every reported quantity
@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from walt.bench.denoiser import (
+from walt.bench.denoiser_speed import (
     BenchSettings,
     bench_inference,
     build_walt,
@@ -118,12 +118,12 @@ def test_peak_memory_cpu_sees_an_allocation_and_resets():
     assert small.over_base_mb < 100 and small.peak_mb < big.peak_mb - 150, (small.over_base_mb, small.peak_mb, big.peak_mb)
 
 
-# --- walt.bench.autoencoder: the CogVideoX peer and streaming --------------------------------
+# --- walt.bench.vae_speed: the CogVideoX peer and streaming --------------------------------
 
 
 def test_cogvideox_kwargs_follow_level_channels():
-    from walt.autoencoder.config import preset_config
-    from walt.bench.autoencoder import cogvideox_kwargs
+    from walt.autoencoder.causal_vae_config import preset_config
+    from walt.bench.vae_speed import cogvideox_kwargs
     from walt.config import replace_config
 
     tiny = preset_config("tiny")  # multipliers (1, 2, 2) extended to 4 levels by f_s = 8
@@ -137,7 +137,7 @@ def test_cogvideox_kwargs_follow_level_channels():
 
 def test_cogvideox_peer_latent_shape_equals_ours():
     pytest.importorskip("diffusers")
-    from walt.bench.autoencoder import build, calls
+    from walt.bench.vae_speed import build, calls
 
     torch.manual_seed(0)
     walt, c = build("walt", "tiny", torch.device("cpu"))
@@ -151,7 +151,7 @@ def test_cogvideox_peer_latent_shape_equals_ours():
 
 
 def test_cold_case_counts_the_same_flops_on_the_meta_device():
-    from walt.bench.autoencoder import run_case
+    from walt.bench.vae_speed import run_case
 
     case = dict(model="walt", preset="tiny", overrides={"temporal_downsampling": "early"}, frames=9, size=16,
                 device="cpu", repeats=1)
@@ -161,7 +161,7 @@ def test_cold_case_counts_the_same_flops_on_the_meta_device():
 
 
 def test_streaming_baseline_is_a_whole_clip_decode():
-    from walt.bench.autoencoder import streaming
+    from walt.bench.vae_speed import streaming
 
     common = dict(preset="tiny", size=16, device="cpu", repeats=1)
     res = streaming(common, long_latents=6, isolated=False, log=lambda m: None)
@@ -172,11 +172,11 @@ def test_streaming_baseline_is_a_whole_clip_decode():
     assert res["ratio_over_baseline"] is None or res["ratio_over_baseline"] >= 0
 
 
-# --- walt.bench.cascade and walt.bench.report --------------------------------------------------
+# --- walt.bench.cascade_speed and walt.bench.benchmarks_md --------------------------------------------------
 
 
 def test_cascade_smoke_measures_and_extrapolates(tmp_path):
-    from walt.bench.cascade import PAPER_STEPS, SIZES, markdown, run
+    from walt.bench.cascade_speed import PAPER_STEPS, SIZES, markdown, run
 
     size = SIZES["smoke"]()
     r = run(size, torch.device("cpu"), log=lambda m: None)
@@ -198,7 +198,7 @@ def test_cascade_smoke_measures_and_extrapolates(tmp_path):
 
 
 def test_report_fragment_has_command_machine_and_tables(tmp_path):
-    from walt.bench.report import FRAGMENT, main
+    from walt.bench.benchmarks_md import FRAGMENT, main
 
     main(["start", "--out", str(tmp_path), "--command", "scripts/benchmarks.sh --size smoke", "--size", "smoke",
           "--device", "cpu"])
@@ -216,9 +216,9 @@ def test_report_fragment_has_command_machine_and_tables(tmp_path):
 @pytest.mark.parametrize("name", ["smoke", "cpu", "full"])
 def test_cascade_sizes_resolve_without_running(name):
     """Every cascade size names real presets whose last latent the size's autoencoder decodes."""
-    from walt.autoencoder.config import preset_config
-    from walt.bench.cascade import SIZES, decode_latent_shape
-    from walt.denoiser.config import get_preset
+    from walt.autoencoder.causal_vae_config import preset_config
+    from walt.bench.cascade_speed import SIZES, decode_latent_shape
+    from walt.denoiser.transformer_config import get_preset
 
     size = SIZES[name]()
     cfgs = [get_preset(s) for s in size.stages]

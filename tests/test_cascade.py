@@ -12,13 +12,13 @@ from einops import rearrange
 from torch import nn
 
 from walt.autoencoder import CausalVAE
-from walt.cascade.sample import cascade_lengths, check_chain, sample_cascade
+from walt.cascade.generate import cascade_lengths, check_chain, sample_cascade
 from walt.cascade.sr import SRConfig, augment_lowres, sr_loss, super_resolve, upsample_latent
 from walt.cascade.stage import Stage as CascadeStage
 from walt.cascade.tiling import blend_ramp, decode_video, tile_spans, tiled_decode
 from walt.data.downsample import Downsampled, downsample_video
 from walt.denoiser import PRESETS, WALT
-from walt.denoiser.config import CASCADE_STAGES, PAPER_PARAMS
+from walt.denoiser.transformer_config import CASCADE_STAGES, PAPER_PARAMS
 from walt.diffusion import DiffusionSchedule
 from walt.pipeline import plan_length
 
@@ -205,7 +205,7 @@ def test_cascade_long_video_and_image_to_video_end_to_end():
     assert [len(c) for c in out.latents] == [2, 2] and out.latents[1][1].shape == (1, 4, 5, 8, 8)
     assert out.video.abs().max() <= 1.0
     # The image is pinned as the first latent frame of every stage's first chunk.
-    from walt.cascade.sample import resize_image
+    from walt.cascade.generate import resize_image
 
     for stage, chunks in zip(stages, out.latents):
         h = stage.net.config.input_size[1] * 8

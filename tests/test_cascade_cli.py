@@ -179,7 +179,7 @@ def test_cascade_image_to_video(chain, tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
-    from walt.cascade.sample import resize_image
+    from walt.cascade.generate import resize_image
     from walt.data import read_image
 
     yy, xx = np.mgrid[0:96, 0:120]

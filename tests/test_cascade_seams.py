@@ -22,7 +22,7 @@ import pytest
 import torch
 from torch import nn
 
-from walt.cascade.sample import sample_cascade
+from walt.cascade.generate import sample_cascade
 from walt.cascade.sr import SRConfig, sr_loss
 from walt.cascade.stage import Stage as CascadeStage
 from walt.data.downsample import downsample_video

@@ -15,7 +15,7 @@ def _one_thread():
 
 
 def _clips(n, seed, size=16, classes=("bouncing", "sliding"), frames=9):
-    from walt.demo.data import DemoVideos
+    from walt.demo.clips import DemoVideos
 
     ds = DemoVideos(n, frames, size, seed, classes, backgrounds=("plain",), textures=("two-tone",), shape_scale=1.8,
                     speed_scale=2.0)
@@ -70,7 +70,7 @@ def test_classifier_shapes_determinism_and_cache(tmp_path):
 def test_classifier_reads_motion_not_appearance():
     """Near-perfect on held-out real clips, clearly lower with the frames shuffled, chance on noise."""
     from walt.demo import demo_config
-    from walt.demo.data import demo_videos
+    from walt.demo.clips import demo_videos
 
     cfg = demo_config("cpu")
 

@@ -11,10 +11,10 @@ import torch
 
 from walt.cli import main
 from walt.demo import DemoConfig, demo_config
-from walt.demo.fvd import I3DSource, config_skip_reason
-from walt.demo.plots import labelled_grid, side_by_side
+from walt.demo.fvd_curve import I3DSource, config_skip_reason
+from walt.demo.pictures import labelled_grid, side_by_side
 from walt.demo.render import render_markdown, _fvd_blocks
-from walt.demo.report import motion_energy
+from walt.demo.results import motion_energy
 from walt.experiment.budget import seconds_per_step as _seconds_per_step
 from walt.experiment.budget import steps_until as _steps_until
 from walt.experiment.budget import train_to_deadline
@@ -243,8 +243,8 @@ class _PooledStats(torch.nn.Module):
 
 def test_demo_fvd_plumbing_with_a_stand_in_network():
     from walt.autoencoder import CausalVAE, LatentStats
-    from walt.demo.fvd import DemoFVD
-    from walt.demo.stages import build_walt
+    from walt.demo.fvd_curve import DemoFVD
+    from walt.demo.train_stages import build_walt
     from walt.diffusion import DiffusionSchedule
 
     cfg = demo_config("smoke", fvd_clips=4, fvd_max_share=0.5)

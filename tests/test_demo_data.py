@@ -1,4 +1,4 @@
-"""The demo's clips (`walt.demo.data`): appearance restrictions of the built-in dataset."""
+"""The demo's clips (`walt.demo.clips`): appearance restrictions of the built-in dataset."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from walt.data.synthetic import SyntheticVideos
-from walt.demo.config import demo_config
-from walt.demo.data import DemoVideos, demo_videos
+from walt.demo.demo_config import demo_config
+from walt.demo.clips import DemoVideos, demo_videos
 
 
 def test_no_restriction_is_the_builtin_dataset():

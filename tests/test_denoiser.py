@@ -590,4 +590,4 @@ def test_denoiser_imports_no_diffusion_pipeline_or_training_code():
     # The cascade presets live beside the others: neither the import nor a cascade preset loads walt.cascade.
     assert not [m for m in loaded["import"] if m.startswith("walt.cascade")]
     assert not [m for m in loaded["presets"] if m.startswith("walt.cascade")]
-    assert "walt.denoiser.model" in loaded["import"]
+    assert "walt.denoiser.transformer" in loaded["import"]

@@ -15,7 +15,7 @@ from walt.autoencoder import (
     measure_latent_stats,
     preset_config,
 )
-from walt.autoencoder.blocks import AdaptiveGroupNorm
+from walt.autoencoder.conv_blocks import AdaptiveGroupNorm
 from walt.autoencoder.latent_stats import LatentStatsAccumulator
 
 

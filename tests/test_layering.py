@@ -142,3 +142,17 @@ def test_no_import_registries_or_lazy_module_attributes():
         bad += [f"{path.relative_to(SRC)}:{n.lineno} defines a module-level __getattr__" for n in tree.body
                 if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
     assert not bad, "\n".join(bad)
+
+
+def test_no_two_modules_share_a_name():
+    """A file name says which module it is: `stages` or `config` alone must not need its package to
+    tell it apart. A file may share its name with a package only in the command table, where
+    `walt X` is `commands/X.py` by design."""
+    owners: dict[str, list[str]] = {}
+    for module in MODULES:
+        package, _, name = module.rpartition(".")
+        if MODULES[module].name != "__init__.py" and package != COMMAND_TABLE:
+            owners.setdefault(name, []).append(module)
+    packages = {m.rpartition(".")[2] for m, p in MODULES.items() if p.name == "__init__.py"}
+    shared = {n: ms for n, ms in owners.items() if len(ms) > 1 or n in packages}
+    assert not shared, "modules sharing a name: " + "; ".join(f"{n}: {', '.join(ms)}" for n, ms in shared.items())

@@ -34,7 +34,7 @@ from walt.study import (
 )
 from walt.study import encoder as E
 from walt.study import rows as R
-from walt.study.config import StudySettingsError
+from walt.study.study_config import StudySettingsError
 
 # Two designs that differ in every cost: 12 vs 80 tokens per clip at 16x16, 9 frames.
 MICRO_DESIGNS = [EncoderDesign(4, 8, 4, True), EncoderDesign(2, 4, 4, False)]

@@ -18,7 +18,7 @@ from walt.denoiser import WALT
 from walt.diffusion import DiffusionLossConfig, DiffusionSchedule, diffusion_loss
 from walt.pipeline import generate
 from walt.text import TextEmbeddings, cache_text_embeddings, null_text
-from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
+from walt.train.denoiser_loop import DenoiserTrainConfig, train_denoiser
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +220,7 @@ def test_cli_encode_train_sample_with_prompts(tiny_t5_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_text_demo_smoke_writes_prompt_grids(tiny_t5_dir, tmp_path):
-    from walt.demo.text import text_demo
+    from walt.demo.text_stage import text_demo
 
     s = text_demo(tmp_path, minutes=0.2, preset="smoke", text_encoder=f"t5:{tiny_t5_dir}", guidance_scale=2.0)
     folder = tmp_path / "text_samples"

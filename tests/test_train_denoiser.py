@@ -17,7 +17,7 @@ from walt.denoiser import WALT
 from walt.diffusion import DiffusionLossConfig, DiffusionSchedule, diffusion_loss
 from walt.train.batches import is_image_step
 from walt.train.common import NonFiniteLossError, list_checkpoints, load_training_state
-from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
+from walt.train.denoiser_loop import DenoiserTrainConfig, train_denoiser
 
 
 @pytest.fixture(autouse=True)
@@ -246,7 +246,7 @@ def test_gradient_accumulation_matches_one_big_batch(caches, tmp_path, monkeypat
     """
     import hashlib
 
-    import walt.train.denoiser as loop
+    import walt.train.denoiser_loop as loop
 
     real_loss, real_clip = loop.diffusion_loss, loop.clip_grad_norm
 
@@ -303,7 +303,7 @@ def test_sr_stage_trains_in_the_same_loop_and_resumes(vae, tmp_path):
     from walt.cascade.stage import Stage
     from walt.data.downsample import Downsampled
     from walt.train.batches import PairBatches
-    from walt.train.denoiser import SuperResolution
+    from walt.train.denoiser_loop import SuperResolution
 
     clips = SyntheticVideos(8, num_frames=5, resolution=64)
     encode_dataset(vae, clips, tmp_path / "hi", shard_size=8, batch_size=4, progress=False)

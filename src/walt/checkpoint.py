@@ -23,7 +23,7 @@ from walt.io import atomic_write
 
 FORMAT = "walt-checkpoint/1"
 # The "kind" of a resumable training state (`walt.train.common.save_training_state`); the
-# networks' own kinds live with them (e.g. `walt.denoiser.model.CHECKPOINT_KIND`).
+# networks' own kinds live with them (e.g. `walt.denoiser.transformer.CHECKPOINT_KIND`).
 TRAINING_STATE_KIND = "walt-training-state"
 _TENSOR = "__tensor__"
 _NDARRAY = "__ndarray__"

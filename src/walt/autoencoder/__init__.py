@@ -6,9 +6,9 @@
     x = vae.decode(z)
 """
 
-from walt.autoencoder.config import PRESETS, CausalVAEConfig, image_config, preset_config
+from walt.autoencoder.causal_vae_config import PRESETS, CausalVAEConfig, image_config, preset_config
 from walt.autoencoder.frames import check_frame_count, chunk_plan, fit_frames, valid_frame_count
-from walt.autoencoder.model import CausalVAE
+from walt.autoencoder.causal_vae import CausalVAE
 from walt.autoencoder.inflate import inflate_image_to_video
 from walt.autoencoder.latent_stats import LatentStats, measure_latent_stats
 

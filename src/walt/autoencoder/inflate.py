@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from walt.autoencoder.blocks import Downsample, Upsample
+from walt.autoencoder.conv_blocks import Downsample, Upsample
 from walt.autoencoder.causal_conv import CausalConv3d
-from walt.autoencoder.config import CausalVAEConfig
-from walt.autoencoder.model import CausalVAE
+from walt.autoencoder.causal_vae_config import CausalVAEConfig
+from walt.autoencoder.causal_vae import CausalVAE
 
 # Config fields that must agree between the image and the video model.
 _SHARED_FIELDS = ("in_channels", "latent_channels", "spatial_factor", "base_channels", "num_res_blocks",

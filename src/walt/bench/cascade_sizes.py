@@ -1,4 +1,4 @@
-"""The workload sizes of the cascade benchmark (`walt.bench.cascade`): plain functions in a dict.
+"""The workload sizes of the cascade benchmark (`walt.bench.cascade_speed`): plain functions in a dict.
 
 `smoke` runs the -tiny twins (seconds; tests only), `cpu` the paper's stages with 1 warm-up + 2
 timed steps each and 2 of the 5 latent frames decoded, `full` 2 + 5 steps and the whole decode.

@@ -58,7 +58,7 @@ class SuiteSize:
     ae_isolated: bool = True  # CPU: one process per case so peak RSS is the case's own
     ae_stream_size: int = 128  # streaming decode resolution (128x128)
     ae_long_latents: int = 64  # streaming decode of 1+4N frames (N = 64: 257 frames); 0 = skip
-    # walt.bench.denoiser.BenchSettings fields (width, depth, heads, batch, layouts, steps, ...)
+    # walt.bench.denoiser_speed.BenchSettings fields (width, depth, heads, batch, layouts, steps, ...)
     denoiser: dict[str, Any] = field(default_factory=dict)
     sampler_layout: str = "paper"
     sampler_batch: int = 1
@@ -112,7 +112,7 @@ SIZES: dict[str, Callable[[], SuiteSize]] = {"tiny": _tiny, "cpu": _cpu, "paper"
 
 
 def _settings(size: SuiteSize, device: torch.device, latte: bool, train: bool):
-    from walt.bench.denoiser import BenchSettings
+    from walt.bench.denoiser_speed import BenchSettings
 
     return BenchSettings(device=str(device), latte=latte, train=train, **size.denoiser)
 
@@ -128,7 +128,7 @@ def bench_ae(size: SuiteSize, device: torch.device, peers: bool, peak: float, dt
              stream: bool = True) -> dict:
     """Encode / decode rows of both walt layouts (+ CogVideoX and the ratios with `peers`) at every clip
     of `size.ae_clips`, all in `dtype`, and, with `stream`, the streaming decode."""
-    from walt.bench.autoencoder import WALT_LAYOUTS, speed, streaming
+    from walt.bench.vae_speed import WALT_LAYOUTS, speed, streaming
 
     isolated = size.ae_isolated and device.type == "cpu"
     models = list(WALT_LAYOUTS) + ([{"model": "cogvideox"}] if peers else [])
@@ -241,7 +241,7 @@ def _section_ae(run: _Run) -> None:
 
 
 def _section_denoiser(run: _Run) -> None:
-    from walt.bench.denoiser import run as run_denoiser
+    from walt.bench.denoiser_speed import run as run_denoiser
 
     dn = _settings(run.size, run.device, latte=False, train=True)
     with run.timed("denoiser"):
@@ -258,7 +258,7 @@ def _section_samplers(run: _Run) -> None:
 
 def _section_peers(run: _Run) -> None:
     """diffusers' CogVideoX (unless the ae section measured it) and Latte, as walt/peer ratios."""
-    from walt.bench.denoiser import run as run_denoiser
+    from walt.bench.denoiser_speed import run as run_denoiser
 
     if not run.peers:
         return
@@ -378,7 +378,7 @@ def _md_ae(r: dict) -> list[str]:
 
 
 def _md_denoiser(r: dict) -> list[str]:
-    from walt.bench.denoiser import train_table
+    from walt.bench.denoiser_speed import train_table
 
     d = r["denoiser"]
     return (["## W.A.L.T training (window vs full attention)", "",

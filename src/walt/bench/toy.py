@@ -113,7 +113,7 @@ def run_variant(variant: str, s: ToySettings, device: torch.device, log: Callabl
     from walt.eval.label_influence import label_influence
     from walt.pipeline import generate
     from walt.train.batches import TensorBatches
-    from walt.train.denoiser import train_denoiser
+    from walt.train.denoiser_loop import train_denoiser
     from walt.train.denoiser_config import DenoiserTrainConfig
 
     t0 = time.perf_counter()

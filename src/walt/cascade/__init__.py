@@ -8,15 +8,15 @@ Modules: `stage` (`Stage`, the one loader of a trained model, base or SR), `sr` 
 conditioning, noise-conditioning augmentation, the SR loss and sampler), `sample` (cascade
 sampling, long videos, image-to-video), `tiling` (spatially tiled, temporally streamed decoding).
 The presets are `walt.denoiser`'s (`WALT.from_preset("t2v-base" | "sr1" | ...)`), the low-res
-side of SR training pairs is `walt.data.downsample`, SR training is `walt.train.denoiser`'s loop.
+side of SR training pairs is `walt.data.downsample`, SR training is `walt.train.denoiser_loop`'s loop.
 """
 
-from walt.cascade.sample import Cascade, CascadeOutput, cascade_lengths, check_chain, resize_image, sample_cascade
+from walt.cascade.generate import Cascade, CascadeOutput, cascade_lengths, check_chain, resize_image, sample_cascade
 from walt.cascade.sr import SRConfig, augment_lowres, sr_conditioning, sr_loss, super_resolve, upsample_latent
 from walt.cascade.stage import CascadeStage, Stage
 from walt.cascade.tiling import blend_ramp, decode_video, tile_spans, tiled_decode
 from walt.data.downsample import Downsampled, downsample_video
-from walt.denoiser.config import CASCADE_STAGES, PAPER_PARAMS
+from walt.denoiser.transformer_config import CASCADE_STAGES, PAPER_PARAMS
 
 __all__ = [
     "Stage", "CascadeStage", "Cascade", "CascadeOutput", "sample_cascade", "cascade_lengths", "check_chain",

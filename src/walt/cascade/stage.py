@@ -25,7 +25,7 @@ from walt.autoencoder.latent_stats import LatentStats
 from walt.cascade.sr import SRConfig
 from walt.checkpoint import TRAINING_STATE_KIND, load_checkpoint
 from walt.config import config_from_dict
-from walt.denoiser.model import CHECKPOINT_KIND, WALT
+from walt.denoiser.transformer import CHECKPOINT_KIND, WALT
 from walt.diffusion.schedule import DiffusionConfig, DiffusionSchedule
 
 __all__ = ["Stage", "CascadeStage"]

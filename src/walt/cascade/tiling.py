@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 __all__ = ["tile_spans", "blend_ramp", "tiled_decode", "decode_video", "AUTO_TILE", "AUTO_TILE_AREA"]
 
-# Measured (`walt.bench.cascade`, ucf101-size autoencoder, fp32, 1 latent frame per chunk): decoding
+# Measured (`walt.bench.cascade_speed`, ucf101-size autoencoder, fp32, 1 latent frame per chunk): decoding
 # whole 512x896 frames peaks at ~18 GB RSS, tiles bound it by one tile's activations. So frames
 # whose latent is larger than AUTO_TILE_AREA pixels (32x56 = 256x448 pixels) are decoded streamed
 # AND tiled by default, in AUTO_TILE x AUTO_TILE latent tiles (a 64x112 latent -> 2 blended tiles).

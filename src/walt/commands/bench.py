@@ -9,7 +9,7 @@ window vs full attention, MFU), samplers (seconds per clip for ddim / dpmpp / dd
 counts), peers (diffusers' AutoencoderKLCogVideoX and LatteTransformer3DModel at matched sizes, as
 ratios; needs `pip install 'walt[peers]'`). FLOP utilisation is against the matmul peak measured
 at the start of the run. `scripts/benchmarks.sh` runs this and the cascade benchmark
-(`python -m walt.bench.cascade`) in one command and writes a fragment for BENCHMARKS.md.
+(`python -m walt.bench.cascade_speed`) in one command and writes a fragment for BENCHMARKS.md.
 """
 
 from __future__ import annotations

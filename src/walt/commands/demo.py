@@ -184,11 +184,11 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _minutes_curve(dirs: str, out: str) -> int:
-    """Read each run's metrics.json and draw `walt.demo.plots.save_minutes_curve` into out/minutes.png."""
+    """Read each run's metrics.json and draw `walt.demo.pictures.save_minutes_curve` into out/minutes.png."""
     from pathlib import Path
 
     from walt.commands.files import writable_dir
-    from walt.demo.plots import save_minutes_curve
+    from walt.demo.pictures import save_minutes_curve
     from walt.errors import UserError
     from walt.io import read_json
 

@@ -47,8 +47,8 @@ def _clip_source(args, num_classes: int):
 
     if args.demo is not None:
         from walt.config import config_from_dict
-        from walt.demo.config import DemoConfig
-        from walt.demo.data import demo_videos
+        from walt.demo.demo_config import DemoConfig
+        from walt.demo.clips import demo_videos
 
         settings = Path(args.demo) / "settings.json"
         if not settings.is_file():

@@ -88,7 +88,7 @@ def _flags(args) -> tuple[str, list[str], list[int] | None]:
 
 def _load_chain(paths: list[str], flag: str, vae, vae_path, device):
     """(stages on `device`, the base stage's path): each checked against the autoencoder, then chained."""
-    from walt.cascade.sample import check_chain
+    from walt.cascade.generate import check_chain
     from walt.commands import args as A, files as F
     from walt.errors import UserError
 
@@ -180,7 +180,7 @@ def _sample(args, stages, vae, prompts, seeds, encoder, image, batch: int, sampl
     """(N, 3, frames, H, W) float videos in [-1, 1] on the CPU, `batch` at a time."""
     import torch
 
-    from walt.cascade.sample import sample_cascade
+    from walt.cascade.generate import sample_cascade
     from walt.text import prompt_kwargs
 
     device = next(stages[0].net.parameters()).device

@@ -95,7 +95,7 @@ def _preset(args, device) -> str:
 def _config(args, device):
     from walt.commands import args as A
     from walt.errors import UserError
-    from walt.study.config import study_config
+    from walt.study.study_config import study_config
 
     over = {}
     for flag, key in (("resolution", "resolution"), ("frames", "num_frames"), ("train_clips", "train_clips"),
@@ -124,7 +124,7 @@ def _config(args, device):
 
 def _data(args, cfg):
     from walt.commands import args as A, files as F
-    from walt.study.data import builtin_data, folder_data
+    from walt.study.clip_sets import builtin_data, folder_data
 
     with A.user_errors(f"--data {args.data}: "):
         if args.data == "builtin":
@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     data = _data(args, cfg)
     i3d = None
     if cfg.fvd:
-        from walt.study.fvd import load_fvd_network
+        from walt.study.fvd_features import load_fvd_network
 
         with A.user_errors():
             i3d = load_fvd_network(device)

@@ -17,7 +17,7 @@ prints and writes.
 
 `--stage sr` (W.A.L.T §4): a super-resolution stage trained on `--cache` (high-res) conditioned on
 `--lowres-cache` (the same clips at half the resolution, best `walt encode --downsample-from`), in
-the same loop (`walt.train.denoiser`, objective `SuperResolution`): DDP, --resume and SIGTERM
+the same loop (`walt.train.denoiser_loop`, objective `SuperResolution`): DDP, --resume and SIGTERM
 checkpoints work as for the base model. Unless `--set` gives them, the preset's windows are
 fitted to the cache's token grid (`fit_window`); `--set train.sr.KEY=VALUE` sets `SRConfig` fields.
 
@@ -157,7 +157,7 @@ def _net_config(args, data, text, model_sets: dict, sr_sets: dict):
     from walt.denoiser import get_preset
     from walt.errors import UserError
     from walt.train.batches import check_latents, check_pair_caches, check_text
-    from walt.train.denoiser import SuperResolution, denoise
+    from walt.train.denoiser_loop import SuperResolution, denoise
 
     with A.user_errors("--preset: "):
         net_cfg = get_preset(args.preset)
@@ -277,7 +277,7 @@ def _train(args, train_cfg, net_cfg, data, text, objective, vae, out) -> int:
     from walt.denoiser import WALT
     from walt.train.batches import PairBatches
     from walt.train.common import NonFiniteLossError
-    from walt.train.denoiser import train_denoiser
+    from walt.train.denoiser_loop import train_denoiser
     from walt.train.distributed import init_distributed, is_main, shutdown
 
     with A.user_errors():

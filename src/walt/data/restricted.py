@@ -8,7 +8,7 @@ moving shape. `RestrictedVideos` keeps the generator, its classes, motions, shap
 and draws backgrounds / textures / shapes only from given subsets, with shapes `shape_scale`
 times larger and every motion `speed_scale` times faster (the built-in rates are made for
 17-frame clips; over 9 frames a growing shape or a colour pulse at those rates changes by a
-pixel or two). The CPU demo (`walt.demo.data`) and the encoder study (`walt.study`) train on
+pixel or two). The CPU demo (`walt.demo.clips`) and the encoder study (`walt.study`) train on
 these clips, so their motion-class scores measure the same thing; why the demo chose its
 restriction is docs/demo/NOTES.md's.
 """

@@ -10,7 +10,7 @@ and `plots`, `run` (`run_demo`: the stages in order, resumable). The probes behi
 in docs/demo/NOTES.md.
 """
 
-from walt.demo.config import PRESETS, DemoConfig, demo_config
+from walt.demo.demo_config import PRESETS, DemoConfig, demo_config
 from walt.demo.run import DemoError, DemoInterrupted, run_demo
 
 __all__ = ["DemoConfig", "PRESETS", "demo_config", "run_demo", "DemoError", "DemoInterrupted"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from walt.demo.config import DemoConfig
+from walt.demo.demo_config import DemoConfig
 
 __all__ = ["ASSET", "DEMO_AUTOENCODER_KEYS", "pretrained_for", "install_pretrained", "make_autoencoder", "sha256"]
 
@@ -83,7 +83,7 @@ def install_pretrained(path: Path, out: Path) -> dict[str, Any]:
 def make_autoencoder(cfg: DemoConfig, path: str | Path, minutes: float, device: torch.device, seed: int = 0,
                      progress: bool = True) -> dict[str, Any]:
     """Train the demo's autoencoder for `minutes` and write it to `path` with what it was made for."""
-    from walt.demo.stages import autoencoder_stage, load_demo_vae
+    from walt.demo.train_stages import autoencoder_stage, load_demo_vae
     from walt.experiment.machine import machine
 
     path = Path(path)

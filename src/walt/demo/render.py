@@ -185,7 +185,7 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
     if cfg["backgrounds"] or cfg["textures"] or shapes or cfg["shape_scale"] != 1.0 or speed != 1.0:
         kinds = f"{', '.join(shapes)} only (of {len(SHAPES)}), " if shapes else ""
         appearance = (
-            "Differs from the full built-in dataset (to fit the budget; `walt.demo.data`): backgrounds "
+            "Differs from the full built-in dataset (to fit the budget; `walt.demo.clips`): backgrounds "
             f"{', '.join(cfg['backgrounds'] or BACKGROUNDS)} only (of {len(BACKGROUNDS)}), shape textures "
             f"{', '.join(cfg['textures'] or TEXTURES)} only (of {len(TEXTURES)}), shapes {kinds}{cfg['shape_scale']:g}x larger, "
             f"motions {speed:g}x faster; classes, motions{'' if shapes else ', shapes'} and colours are unchanged.")

@@ -2,10 +2,10 @@
 
     stage 1  train the causal 3D CNN autoencoder           (walt.train.train_vae,        SPEC §1)
     stage 2  encode the training clips into a latent cache  (walt.data.latent_cache,     SPEC §1-2)
-    stage 3  train the W.A.L.T denoiser from the cache      (walt.train.denoiser,        SPEC §2-3),
-             measuring FVD (real Kinetics-400 I3D) at step 0, mid-run and at the end  (walt.demo.fvd)
+    stage 3  train the W.A.L.T denoiser from the cache      (walt.train.denoiser_loop,        SPEC §2-3),
+             measuring FVD (real Kinetics-400 I3D) at step 0, mid-run and at the end  (walt.demo.fvd_curve)
    [stage 4  with `text_minutes` > 0 (`walt demo --text`): a text-conditioned denoiser on the same
-             cache and its captions, held-out prompts -> videos                       (walt.demo.text)]
+             cache and its captions, held-out prompts -> videos                       (walt.demo.text_stage)]
     last     sample class-conditional videos and frame-prediction continuations of held-out
              clips (walt.pipeline.generate, DDIM), measure, write videos, grids, curves, report
 
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 from walt.config import config_to_dict
-from walt.demo.config import DemoConfig
-from walt.demo.stages import autoencoder_stage, cache_stage, denoiser_stage, load_demo_vae, say
+from walt.demo.demo_config import DemoConfig
+from walt.demo.train_stages import autoencoder_stage, cache_stage, denoiser_stage, load_demo_vae, say
 from walt.experiment.budget import clock
 from walt.experiment.machine import machine_info
 from walt.experiment.runner import SettingsError, StageLog, check_settings, remove
@@ -81,7 +81,7 @@ class DemoInterrupted(Exception):
 def _walt_stage(cfg: DemoConfig, out: Path, vae, device, seed: int, deadline: float, progress: bool,
                 i3d_source, resume: bool = False, check=None) -> dict[str, Any]:
     """Stage 3 with FVD when the I3D can be had, else with the reason it was skipped."""
-    from walt.demo.fvd import DemoFVD, config_skip_reason, save_progress_grid
+    from walt.demo.fvd_curve import DemoFVD, config_skip_reason, save_progress_grid
 
     skip, fvd_run = config_skip_reason(cfg), None
     if skip is None:
@@ -111,7 +111,7 @@ def run_demo(cfg: DemoConfig, out: str | Path, minutes: float = 15.0, device: st
     """Run the demo into `out`; returns the summary that report.md is written from.
 
     Args:
-        cfg: what to train and sample (`walt.demo.config.demo_config(name, **overrides)`).
+        cfg: what to train and sample (`walt.demo.demo_config.demo_config(name, **overrides)`).
         out: output folder (created); holds stage folders vae/, cache/, walt/ and the results.
         minutes: wall-clock budget for the main stages (they get fixed fractions of it).
         device: torch device; on CUDA the autoencoder and the denoiser train under bf16 autocast.
@@ -182,8 +182,8 @@ def _stop_check(state: dict[str, str], out: Path):
 def _run_stages(cfg: DemoConfig, out: Path, minutes: float, device: torch.device, seed: int, progress: bool,
                 preset: str, text_minutes: float, text_encoder: Any, t_start: float, stopped: dict | None,
                 state: dict[str, str], asset: Path | None, why_not: str) -> dict[str, Any]:
-    from walt.demo.fvd import I3DSource, config_skip_reason
-    from walt.demo.report import write_outputs
+    from walt.demo.fvd_curve import I3DSource, config_skip_reason
+    from walt.demo.results import write_outputs
 
     log = StageLog(out / "stages.json", order=STAGES)
     check = _stop_check(state, out)
@@ -231,14 +231,14 @@ def _run_stages(cfg: DemoConfig, out: Path, minutes: float, device: torch.device
     if due("cache", None):
         log.finish("cache", cache_stage(cfg, out, vae, device, seed, progress))
     if due("classifier", None):  # before the denoiser: its time comes out of the denoiser's, not the report's
-        from walt.demo.report import demo_classifier
+        from walt.demo.results import demo_classifier
 
         log.finish("classifier", demo_classifier(cfg, vae, seed)[1])
     if due("walt", walt_deadline):
         log.finish("walt", _walt_stage(cfg, out, vae, device, seed, walt_deadline, progress, i3d_source,
                                        resume=resuming("walt"), check=check))
     if text_minutes > 0:
-        from walt.demo.text import text_stage
+        from walt.demo.text_stage import text_stage
 
         settings = {"minutes": text_minutes, "encoder": cfg.text_encoder, "guidance_scale": cfg.text_guidance_scale}
         if log.done("text") and log.get("text").get("settings") != settings:

@@ -10,8 +10,8 @@ Presets (`PRESETS`, a plain dict of config functions) include the text-to-video 
 """
 
 from walt.denoiser.attention import WindowAttention, WindowCrossAttention, resolve_window, window_partition, window_reverse
-from walt.denoiser.blocks import FinalLayer, WALTBlock
-from walt.denoiser.config import (
+from walt.denoiser.adaln_blocks import FinalLayer, WALTBlock
+from walt.denoiser.transformer_config import (
     CASCADE_STAGES,
     PAPER_PARAMS,
     PRESETS,
@@ -20,7 +20,7 @@ from walt.denoiser.config import (
     get_preset,
     register_preset,
 )
-from walt.denoiser.model import WALT
+from walt.denoiser.transformer import WALT
 
 __all__ = [
     "WALT",

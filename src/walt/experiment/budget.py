@@ -7,7 +7,7 @@ of at most a minute, re-measuring the pace after each (other processes may speed
 the machine) and stretching or shortening the cosine tail.
 
 Work that has to happen *between* training segments (the FVD evaluations of the denoiser at
-fractions of its run, `walt.demo.fvd`) is planned here too: segments end exactly at those steps,
+fractions of its run, `walt.demo.fvd_curve`) is planned here too: segments end exactly at those steps,
 the caller's hook runs there, and the time still owed to the evaluations to come (`reserve`) is
 kept free before the deadline, so the stage as a whole still ends on time.
 

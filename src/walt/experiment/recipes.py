@@ -167,7 +167,7 @@ def walt_trainer(net, ds, folder: Path, tcfg: Callable[[int, int], Any], progres
     runs at every multiple of `snapshot_every` the run reaches, with the checkpoint of that step
     the newest in folder/checkpoints (a study keeps its EMA weights, to compare runs at equal steps).
     """
-    from walt.train.denoiser import train_denoiser
+    from walt.train.denoiser_loop import train_denoiser
 
     at = {"step": _resume_or_clear(folder, resume)}
 

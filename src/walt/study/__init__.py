@@ -14,8 +14,8 @@ plots, and resume.
 """
 
 from walt.study.ablation import DEFAULT_VARIANTS, VARIANTS, AblationVariant, get_variants, run_ablation_study
-from walt.study.config import STUDY_PRESETS, StudyConfig, study_config
-from walt.study.data import StudyData, builtin_data, folder_data
+from walt.study.study_config import STUDY_PRESETS, StudyConfig, study_config
+from walt.study.clip_sets import StudyData, builtin_data, folder_data
 from walt.study.docs import write_docs
 from walt.study.encoder import (
     DEFAULT_DESIGN,

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from walt.study import stages as S
-from walt.study.config import StudyConfig
+from walt.study.study_config import StudyConfig
 from walt.study.encoder import DEFAULT_DESIGN
 
 __all__ = ["AblationVariant", "VARIANTS", "DEFAULT_VARIANTS", "get_variants", "run_ablation_study"]

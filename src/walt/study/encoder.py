@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from walt.study.config import StudyConfig
+from walt.study.study_config import StudyConfig
 
 DEFAULT_DESIGN = dict(temporal_factor=2, spatial_factor=4, latent_channels=8, causal=True, temporal_downsampling="late")
 PAPER_DESIGN = dict(DEFAULT_DESIGN, temporal_factor=4, spatial_factor=8)
@@ -143,7 +143,7 @@ def run_encoder_study(cfg: StudyConfig, designs: Iterable[EncoderDesign], out: s
     Args:
         cfg: shared settings (`study_config("cpu" | "paper" | "micro", **overrides)`).
         designs: the grid (`design_grid(...)`); the first one is the reference of every difference.
-        data: a `walt.study.data.StudyData` (default: the built-in clips of `cfg`).
+        data: a `walt.study.clip_sets.StudyData` (default: the built-in clips of `cfg`).
         i3d: the FVD network: None loads the Kinetics-400 I3D when cfg.fvd (tests inject a fake).
         command: the command line, recorded in the report.
         jobs: rows trained (and evaluated) at a time, each in its own 1-thread process.

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from walt.study.config import StudyConfig
+from walt.study.study_config import StudyConfig
 
 __all__ = ["sample_seed", "reconstruction_stage", "sample_stage", "load_arrays", "BATCH"]
 
@@ -60,7 +60,7 @@ def reconstruction_stage(vae, real: torch.Tensor, labels: torch.Tensor, cfg: Stu
     from walt.eval.class_score import classify
     from walt.eval.metrics import psnr, ssim
     from walt.io import write_frame_grid_png
-    from walt.study.fvd import features
+    from walt.study.fvd_features import features
 
     recon = []
     for i in range(0, len(real), BATCH):
@@ -89,7 +89,7 @@ def sample_stage(weights: Path, vae, cfg: StudyConfig, num_classes: int, clf, i3
     from walt.eval.class_score import classify
     from walt.io import write_frame_grid_png
     from walt.pipeline import generate
-    from walt.study.fvd import features
+    from walt.study.fvd_features import features
     from walt.study.stages import sampling_precision
 
     stage = Stage.load(weights).to(device)

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from walt.study.config import StudyConfig
-from walt.study.data import StudyData, stack_clips
+from walt.study.study_config import StudyConfig
+from walt.study.clip_sets import StudyData, stack_clips
 
 __all__ = ["common_classifier", "reference_stage", "load_reference", "heldout_b"]
 
@@ -62,7 +62,7 @@ def reference_stage(cfg: StudyConfig, data: StudyData, folder: Path, i3d, progre
     from walt.eval.class_score import classify
     from walt.eval.intervals import mean_interval
     from walt.io import atomic_write
-    from walt.study.fvd import features
+    from walt.study.fvd_features import features
 
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

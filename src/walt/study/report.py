@@ -87,7 +87,7 @@ def write_study_report(study, analysis: dict[str, Any]) -> dict[str, Any]:
     """report.json, results.csv, report.md and the plots of `analysis` (`walt.study.analysis.analyse`)."""
     from walt.config import config_to_dict
     from walt.experiment.machine import machine_info
-    from walt.study.fvd import fvd_identity
+    from walt.study.fvd_features import fvd_identity
 
     out = Path(study.out)
     meta = {"kind": study.kind, "command": study.command, "config": config_to_dict(study.cfg),

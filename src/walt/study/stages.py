@@ -2,7 +2,7 @@
 
     vae    train the autoencoder                (walt.train.train_vae; SPEC §1)
     cache  encode the training pool             (walt.data.latent_cache; tokens per clip follow the design)
-    walt   train the W.A.L.T on the cache       (walt.train.denoiser; SPEC §2-3), keeping EMA snapshots
+    walt   train the W.A.L.T on the cache       (walt.train.denoiser_loop; SPEC §2-3), keeping EMA snapshots
 
 With a budget each training stage runs to a wall-clock deadline (`walt.experiment.recipes`: it
 measures its pace on its first steps and re-plans as it goes), so every row gets the same
@@ -25,7 +25,7 @@ import torch
 
 from walt.experiment import recipes
 from walt.experiment.budget import read_log
-from walt.study.config import StudyConfig
+from walt.study.study_config import StudyConfig
 
 __all__ = ["WaltRecipe", "build_vae", "train_vae_stage", "load_vae", "cache_stage", "latent_dataset", "build_walt",
            "walt_train_config", "train_walt_stage", "sampling_precision", "snapshot_path", "remove_training_state"]

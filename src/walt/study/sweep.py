@@ -31,7 +31,7 @@ import torch
 
 from walt.config import config_to_dict
 from walt.experiment.runner import StageLog, check_settings
-from walt.study.config import StudyConfig, StudySettingsError
+from walt.study.study_config import StudyConfig, StudySettingsError
 from walt.study.rows import (StudyInterrupted, evaluate_row, failure, record_failure, say, shared_autoencoder, stop_check,
                              time_row, train_row)
 from walt.study.stages import WaltRecipe
@@ -67,7 +67,7 @@ class Study:
     kind: str  # "encoder" | "ablation"
     out: Path
     rows: list[RowSpec]
-    data: Any  # walt.study.data.StudyData
+    data: Any  # walt.study.clip_sets.StudyData
     device: str
     i3d: Any = None  # the FVD network (None: no FVD)
     progress: bool = False
@@ -244,8 +244,8 @@ def run_study(cfg: StudyConfig, kind: str, rows: list[RowSpec], out: str | Path,
               jobs: int = 1, vae_path: str | Path | None = None, vae_source: dict[str, Any] | None = None,
               shared_design: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) every phase of a study into `out`; returns the report's summary."""
-    from walt.study import fvd as V
-    from walt.study.data import builtin_data
+    from walt.study import fvd_features as V
+    from walt.study.clip_sets import builtin_data
     from walt.train.distributed import GracefulStop, clear_stop_request
 
     if len({r.name for r in rows}) != len(rows):

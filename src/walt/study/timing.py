@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from walt.study.config import StudyConfig
+from walt.study.study_config import StudyConfig
 
 __all__ = ["timed", "autoencoder_timing", "generation_timing", "training_timing", "threads"]
 
@@ -107,7 +107,7 @@ def training_timing(cfg: StudyConfig, recipe, cache: Path, device: torch.device,
     batch and precision) in a scratch folder; the first two pay one-time costs and are dropped."""
     from walt.experiment.budget import read_log
     from walt.study.stages import build_walt, latent_dataset, walt_train_config
-    from walt.train.denoiser import train_denoiser
+    from walt.train.denoiser_loop import train_denoiser
 
     ds = latent_dataset(cache, recipe.normalize)
     batch = min(cfg.walt_batch_size, len(ds))

@@ -2,7 +2,7 @@
 
     from walt.train import VAETrainConfig, train_vae
     train_vae(VAETrainConfig(steps=..., batch_size=...), vae, batch_fn, "runs/vae")      # stage 1
-    from walt.train.denoiser import DenoiserTrainConfig, train_denoiser
+    from walt.train.denoiser_loop import DenoiserTrainConfig, train_denoiser
     train_denoiser(DenoiserTrainConfig(...), net, LatentDataset("cache"), "runs/walt")   # stage 2, SR stages
 
 `walt.train.common` holds what both loops share (EMA, warmup + cosine LR, non-finite loss

@@ -4,7 +4,7 @@
     source = PairBatches(high_res, low_res, cfg, scale=2, text=captions)                  # an SR stage
     batch = source.next_batch(step)   # this rank's {"z", "y"?, "text"?, "text_mask"?, "lowres"?, "kind"}
 
-A batch source hands `walt.train.denoiser.train_denoiser` one dict of CPU tensors per step (the
+A batch source hands `walt.train.denoiser_loop.train_denoiser` one dict of CPU tensors per step (the
 loop moves them to the device and cuts micro-batches); "z" is always the normalised target
 latents (B_rank, c, t, h, w). It also says what the checkpoints record about the data
 (`describe`, `export_extras`), checks the data against the network (`check`) and saves / restores

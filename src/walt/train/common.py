@@ -1,4 +1,4 @@
-"""What the two training loops share (autoencoder `walt.train.vae`, denoiser `walt.train.denoiser`).
+"""What the two training loops share (autoencoder `walt.train.vae`, denoiser `walt.train.denoiser_loop`).
 
 One loop design serves both networks: a restorable data position, warmup + cosine learning rate,
 gradient clipping, an EMA of the weights, a hard stop on non-finite losses, metrics averaged over

@@ -1,7 +1,7 @@
 """Configuration of the transformer (stage 2) training loop, and the checks made before it starts.
 
 `DenoiserTrainConfig` holds the hyper-parameters (paper §5.1 / SPEC §3 defaults where stated),
-`DenoiserTrainResult` what `walt.train.denoiser.train_denoiser` returns, and `check_resumable`
+`DenoiserTrainResult` what `walt.train.denoiser_loop.train_denoiser` returns, and `check_resumable`
 compares a checkpoint on disk with a run, so that `walt train` can refuse a mismatch before
 building anything (the data checks are `walt.train.batches`').
 """

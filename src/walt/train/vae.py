@@ -8,7 +8,7 @@ Each step (SPEC Sec. 1, MAGVIT-v2 recipe; the passes themselves are in `walt.tra
 Both use Adam with betas (0, 0.99) and warmup + cosine learning rates, with gradient clipping,
 gradient accumulation over `grad_accum` micro-batches and bf16 autocast on CUDA.
 
-The same loop design as the denoiser's (`walt.train.denoiser`, sharing `walt.train.common`,
+The same loop design as the denoiser's (`walt.train.denoiser_loop`, sharing `walt.train.common`,
 `walt.train.distributed` and `walt.train.parallelize`):
   - the data position is explicit (`walt.train.vae_data`): a `batch_fn(step)` or a dataset read
     through the seeded, restorable `ResumableBatchSampler`, split across ranks;

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from walt.autoencoder.blocks import AdaptiveGroupNorm, Downsample, FrameGroupNorm, ResBlock, Upsample, swish
+from walt.autoencoder.conv_blocks import AdaptiveGroupNorm, Downsample, FrameGroupNorm, ResBlock, Upsample, swish
 from walt.autoencoder.causal_conv import CausalConv3d, StreamState, activation_format
-from walt.autoencoder.config import CausalVAEConfig, preset_config
+from walt.autoencoder.causal_vae_config import CausalVAEConfig, preset_config
 from walt.autoencoder.frames import check_frame_count, chunk_plan
 from walt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from walt.config import ConfigError, config_from_dict, config_to_dict

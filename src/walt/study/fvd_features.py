@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from walt.study.config import StudyConfig
+from walt.study.study_config import StudyConfig
 
 __all__ = ["load_fvd_network", "protocol_record", "fvd_identity", "fvd_protocol_for", "features"]
 

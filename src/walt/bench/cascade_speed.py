@@ -31,9 +31,9 @@ on (every later chunk has the same shape), so the 17-frame peak is estimated as 
 peak plus the growth of the two full-clip output buffers (the blended video and its division by
 the weights), also labelled.
 
-    python -m walt.bench.cascade --size cpu              # paper stages, 1+2 steps each, 2 of 5 latent frames decoded
-    python -m walt.bench.cascade --stages sr2 --steps 3 --no-decode
-    python -m walt.bench.cascade --size smoke            # the -tiny twins: seconds, tests only
+    python -m walt.bench.cascade_speed --size cpu              # paper stages, 1+2 steps each, 2 of 5 latent frames decoded
+    python -m walt.bench.cascade_speed --stages sr2 --steps 3 --no-decode
+    python -m walt.bench.cascade_speed --size smoke            # the -tiny twins: seconds, tests only
 
 Writes OUT/cascade.json and OUT/cascade.md (the work per size and the CPU estimate:
 docs/notes/bench_cascade.md).
@@ -56,7 +56,7 @@ from walt.bench.cascade_sizes import SIZES, CascadeSize
 from walt.bench.measure import PeakMemory, count_flops, fastest_dtype, matmul_peak_gflops, run_isolated, sync
 from walt.experiment.machine import machine, machine_info
 
-MODULE = "walt.bench.cascade"
+MODULE = "walt.bench.cascade_speed"
 PAPER_STEPS = 50  # DDIM steps of every paper result (SPEC §3)
 DECODE_LIMIT_GB = 24.0  # the project's bound: a 512x896x17 decode must fit in 24 GB of CPU RAM
 
@@ -95,7 +95,7 @@ def _sampler_call(net, case: dict, device: torch.device) -> Callable[..., torch.
     if case["guidance"] != 1.0:
         kw["uncond_text"] = torch.zeros_like(text)
     if cfg.lowres_channels > 0:
-        from walt.denoiser.config import CASCADE_STAGES
+        from walt.denoiser.transformer_config import CASCADE_STAGES
 
         scale = CASCADE_STAGES[case["stage"]].scale if case["stage"] in CASCADE_STAGES else 2
         t, h, w = cfg.input_size
@@ -154,7 +154,7 @@ def run_stage(case: dict) -> dict:
 
 def decode_latent_shape(stage: str, latent_frames: int | None) -> tuple[int, int, int, int]:
     """(c, t, h, w) of the latent the last stage hands to the decoder."""
-    from walt.denoiser.config import get_preset
+    from walt.denoiser.transformer_config import get_preset
 
     cfg = get_preset(stage)
     t, h, w = cfg.input_size
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None, prog: str = f"python -m {MODULE}") -> No
         over["tile"] = a.tile or None
     try:
         size = dataclasses.replace(size, **over)
-        from walt.denoiser.config import get_preset
+        from walt.denoiser.transformer_config import get_preset
 
         for stage in size.stages:
             get_preset(stage)  # an unknown name fails here, before any work

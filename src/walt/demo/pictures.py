@@ -107,7 +107,7 @@ def save_training_curves(path: str | Path, vae_rows: list[dict], walt_rows: list
 
 
 def save_fvd_curve(path: str | Path, fvd: dict) -> Path:
-    """FVD against denoiser step (`walt.demo.fvd.DemoFVD.summary()`), with the real-vs-real floor
+    """FVD against denoiser step (`walt.demo.fvd_curve.DemoFVD.summary()`), with the real-vs-real floor
     and the autoencoder's reconstruction FVD as horizontal lines (log y: FVD spans decades)."""
     import matplotlib
 

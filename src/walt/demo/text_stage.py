@@ -1,7 +1,7 @@
 """Text-to-video in miniature: prompts -> videos on the built-in captioned dataset, within a budget.
 
     walt demo --text                                       # the main demo + this stage (--text-minutes)
-    from walt.demo.text import text_demo
+    from walt.demo.text_stage import text_demo
     summary = text_demo("runs/t2v-demo", minutes=15, device="cpu")      # standalone: trains its own autoencoder
 
 Stages (the main demo's, with text conditioning in the denoiser):
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from walt.demo.stages import build_walt, say, walt_train_config
+from walt.demo.train_stages import build_walt, say, walt_train_config
 from walt.experiment import recipes
 from walt.experiment.budget import read_log
 from walt.io import write_json
@@ -41,10 +41,10 @@ __all__ = ["text_demo", "text_stage", "heldout_prompts"]
 def heldout_prompts(cfg, seed: int, per_class: int = 1):
     """(prompts, real clips (N, 3, T, H, W)): the first `per_class` held-out clips of every class.
 
-    Drawn exactly like the demo's other clips (`walt.demo.data.demo_videos` of the `DemoConfig`
+    Drawn exactly like the demo's other clips (`walt.demo.clips.demo_videos` of the `DemoConfig`
     `cfg`: its classes, size, appearance restriction and speed) from the held-out seed `seed + 10_007`.
     """
-    from walt.demo.data import demo_videos
+    from walt.demo.clips import demo_videos
 
     ds = demo_videos(cfg, per_class * len(cfg.classes), seed + 10_007)
     items = [ds[i] for i in range(len(ds))]  # labels cycle through the classes: per_class of each
@@ -124,7 +124,7 @@ def _prompts_to_videos(cfg, out: Path, vae, enc, stats, schedule, seed: int, gui
                        device) -> dict[str, Any]:
     """Held-out prompts -> videos of the EMA denoiser, unguided and guided; grids, MP4 / GIF, prompts.json."""
     from walt.cascade.stage import Stage
-    from walt.demo.plots import save_labelled_grid, side_by_side
+    from walt.demo.pictures import save_labelled_grid, side_by_side
     from walt.io import write_gif, write_mp4
     from walt.pipeline import generate
     from walt.text import null_text
@@ -179,14 +179,14 @@ def text_demo(
         out_dir: everything goes here (vae/, cache/ with cache/text/, walt_text/, text_samples/, text_summary.json).
         minutes: wall-clock budget of the whole run (the stages split it like `walt demo`).
         device: "cpu" / "cuda" / a torch.device.
-        preset: `walt.demo.config` preset for sizes ("cpu", "gpu", "smoke"); `overrides` change its fields.
+        preset: `walt.demo.demo_config` preset for sizes ("cpu", "gpu", "smoke"); `overrides` change its fields.
         vae: None (train one, `vae_fraction` of the budget), a CausalVAE, or a checkpoint / demo folder.
         text_encoder: `walt.text.build_text_encoder` spec: "minilm" (default) or "t5:PATH".
         guidance_scale: classifier-free guidance of the guided samples (the unguided ones use 1).
     Returns: a summary dict (also written to out_dir/text_summary.json).
     """
-    from walt.demo.config import demo_config
-    from walt.demo.stages import autoencoder_stage, cache_stage, load_demo_vae
+    from walt.demo.demo_config import demo_config
+    from walt.demo.train_stages import autoencoder_stage, cache_stage, load_demo_vae
 
     if not minutes > 0:
         raise ValueError(f"minutes must be > 0, got {minutes}")

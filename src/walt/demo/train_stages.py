@@ -1,9 +1,9 @@
-"""The training stages of `walt demo` (stages 1-3; the last one is `walt.demo.report`).
+"""The training stages of `walt demo` (stages 1-3; the last one is `walt.demo.results`).
 
     stage 1  train the causal 3D CNN autoencoder           (walt.train.train_vae,        SPEC §1)
     stage 2  encode the training clips into a latent cache  (walt.data.latent_cache,     SPEC §1-2)
-    stage 3  train the W.A.L.T denoiser from the cache      (walt.train.denoiser,        SPEC §2-3),
-             with FVD measured at step 0, at fractions of the run and at the end (walt.demo.fvd)
+    stage 3  train the W.A.L.T denoiser from the cache      (walt.train.denoiser_loop,        SPEC §2-3),
+             with FVD measured at step 0, at fractions of the run and at the end (walt.demo.fvd_curve)
 
 Each training stage runs to a wall-clock deadline (`walt.experiment.recipes`) and returns a
 JSON-able record of what it did (seconds, steps, throughput), kept in out/stages.json.
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from walt.config import config_to_dict
-from walt.demo.config import DemoConfig
+from walt.demo.demo_config import DemoConfig
 from walt.experiment import recipes
 from walt.experiment.budget import read_log
 from walt.experiment.runner import reporter
@@ -28,14 +28,14 @@ say = reporter("walt demo")
 
 
 def train_dataset(cfg: DemoConfig, seed: int, num_frames: int | None = None):
-    from walt.demo.data import demo_videos
+    from walt.demo.clips import demo_videos
 
     return demo_videos(cfg, cfg.train_clips, seed, num_frames)
 
 
 def heldout_dataset(cfg: DemoConfig, seed: int):
     """Clips the autoencoder and the denoiser never see: same generator, another seed."""
-    from walt.demo.data import demo_videos
+    from walt.demo.clips import demo_videos
 
     return demo_videos(cfg, cfg.heldout_clips, seed + 10_007)
 
@@ -106,7 +106,7 @@ def walt_train_config(cfg: DemoConfig, seed: int, batch: int, loss):
 
 def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, deadline: float,
                    progress: bool, fvd=None, resume: bool = False, check: Callable[[int], None] = _nothing) -> dict[str, Any]:
-    """Train the denoiser until `deadline`; with `fvd` (a `walt.demo.fvd.DemoFVD`) also measure
+    """Train the denoiser until `deadline`; with `fvd` (a `walt.demo.fvd_curve.DemoFVD`) also measure
     FVD at step 0 (`cfg.fvd_at_start`), at `fvd.checkpoints` fractions of the run and at the end,
     inside the deadline. `resume`, `check`: as `autoencoder_stage` (a resumed run measures only
     the FVD points still ahead of it)."""

@@ -22,8 +22,8 @@ from torch.utils.checkpoint import checkpoint
 from walt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from walt.config import config_from_dict, config_to_dict, replace_config
 from walt.denoiser.attention import resolve_window
-from walt.denoiser.blocks import FinalLayer, WALTBlock
-from walt.denoiser.config import WALTConfig, get_preset
+from walt.denoiser.adaln_blocks import FinalLayer, WALTBlock
+from walt.denoiser.transformer_config import WALTConfig, get_preset
 from walt.denoiser.embeddings import (
     LabelEmbedder,
     PatchEmbed,

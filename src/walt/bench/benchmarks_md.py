@@ -1,8 +1,8 @@
 """The BENCHMARKS.md fragment of one `scripts/benchmarks.sh` run.
 
-    python -m walt.bench.report start  --out DIR --command "scripts/benchmarks.sh --size cpu" --size cpu
-    ... walt bench --out DIR/suite ... ; python -m walt.bench.cascade --out DIR/cascade ...
-    python -m walt.bench.report finish --out DIR
+    python -m walt.bench.benchmarks_md start  --out DIR --command "scripts/benchmarks.sh --size cpu" --size cpu
+    ... walt bench --out DIR/suite ... ; python -m walt.bench.cascade_speed --out DIR/cascade ...
+    python -m walt.bench.benchmarks_md finish --out DIR
 
 `start` writes DIR/run.json (the exact command, the UTC start time, the machine: CPU model,
 cores, threads, torch version, device, memory, load average); `finish` adds the end time and
@@ -74,7 +74,7 @@ def fragment(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m walt.bench.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m walt.bench.benchmarks_md", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("start", "finish"))
     p.add_argument("--out", required=True, help="the run's output folder")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         start(out, a.command, a.size, a.device, a.threads)
         return
     if not (out / RUN_FILE).exists():
-        p.error(f"{out / RUN_FILE} is missing: run `python -m walt.bench.report start --out {out} ...` first")
+        p.error(f"{out / RUN_FILE} is missing: run `python -m walt.bench.benchmarks_md start --out {out} ...` first")
     (out / FRAGMENT).write_text(fragment(out))
     print(f"wrote {out / FRAGMENT}")
 

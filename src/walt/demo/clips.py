@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from walt.data.restricted import RestrictedVideos
 
 if TYPE_CHECKING:
-    from walt.demo.config import DemoConfig
+    from walt.demo.demo_config import DemoConfig
 
 
 DemoVideos = RestrictedVideos  # the demo's name for the restricted clips

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from walt.config import config_to_dict
-from walt.demo.config import DemoConfig
+from walt.demo.demo_config import DemoConfig
 from walt.experiment.runner import reporter
 
 I3D_MIN_FRAMES = 9  # the Kinetics I3D's shortest input (walt.eval.i3d.InceptionI3d)
@@ -134,7 +134,7 @@ class I3DSource:
 
 def fvd_dataset(cfg: DemoConfig, seed: int):
     """2 x fvd_clips real clips from a seed no stage trains on (A = first half, B = second half)."""
-    from walt.demo.data import demo_videos
+    from walt.demo.clips import demo_videos
 
     return demo_videos(cfg, 2 * cfg.fvd_clips, seed + 20_011)
 
@@ -277,7 +277,7 @@ class DemoFVD:
 
 def save_progress_grid(path: Path, fvd_run: DemoFVD) -> None:
     """The same noise and labels at every FVD checkpoint, one row each: training visibly at work."""
-    from walt.demo.plots import save_labelled_grid
+    from walt.demo.pictures import save_labelled_grid
 
     if fvd_run.progress_clips:
         labels, clips = zip(*fvd_run.progress_clips)

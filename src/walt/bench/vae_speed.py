@@ -20,8 +20,8 @@ same count, no arithmetic) and times one call without a warm-up, for either mode
 Peak memory: `walt.bench.measure.PeakMemory` around the calls; on CPU every case runs in its own
 process (`isolated`), so the peak RSS is the case's own.
 
-    python -m walt.bench.autoencoder                       # ucf101 preset, 17x128x128
-    python -m walt.bench.autoencoder --preset tiny --size 32 --long-latents 8   # quick check
+    python -m walt.bench.vae_speed                       # ucf101 preset, 17x128x128
+    python -m walt.bench.vae_speed --preset tiny --size 32 --long-latents 8   # quick check
 
 Streaming: a chunked decode (1 latent frame per chunk) of 1+4*N frames must keep its peak memory
 within 1.5x of a WHOLE-clip 17-frame decode (the cost of a long video must not grow with its
@@ -41,7 +41,7 @@ import torch
 from walt.bench.measure import PeakMemory, count_flops, run_isolated, sync, time_fn
 from walt.experiment.machine import machine, machine_info
 
-MODULE = "walt.bench.autoencoder"
+MODULE = "walt.bench.vae_speed"
 STREAMING_LIMIT = 1.5  # the project's bound: a long chunked decode within 1.5x of a 17-frame decode
 
 
@@ -205,7 +205,7 @@ WALT_LAYOUTS = ({"model": "walt", "name": "walt"}, {"model": "walt", "name": "wa
 
 def streaming(common: dict, long_latents: int, isolated: bool, log=print) -> dict:
     """Peak memory of a chunked 1+4*N-frame decode (1 latent frame per chunk) vs a whole-clip 17-frame decode."""
-    from walt.autoencoder.config import preset_config
+    from walt.autoencoder.causal_vae_config import preset_config
 
     f_t = preset_config(common["preset"]).temporal_factor
     long_frames = 1 + f_t * long_latents

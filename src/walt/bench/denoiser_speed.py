@@ -22,9 +22,9 @@ The networks and how they are matched (layouts, Latte's arguments, what still di
 is the warm-up (one more untimed call on a GPU); medians of the timed calls; peak memory with
 `walt.bench.measure.PeakMemory` (CUDA allocator peak, or the CPU peak RSS reset per case).
 
-    python -m walt.bench.denoiser                        # CPU: reduced size, minutes
-    python -m walt.bench.denoiser --device cuda          # GPU: W.A.L.T-L size (1024/24/16)
-    python -m walt.bench.denoiser --width 1024 --depth 24 --heads 16 --batch 8 --sr-batch 1
+    python -m walt.bench.denoiser_speed                        # CPU: reduced size, minutes
+    python -m walt.bench.denoiser_speed --device cuda          # GPU: W.A.L.T-L size (1024/24/16)
+    python -m walt.bench.denoiser_speed --width 1024 --depth 24 --heads 16 --batch 8 --sr-batch 1
 
 Defaults: on CUDA the paper's L size, batch 8 (paper layout) / 1 (sr), bf16 autocast, 20 timed
 training steps, 50 DDIM steps; on CPU width 256, depth 4, heads 4, batch 1, 3 timed training
@@ -296,7 +296,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m walt.bench.denoiser") -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m walt.bench.denoiser_speed") -> None:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",

@@ -306,7 +306,7 @@ class _Run:
 
     def export(self, extras: dict[str, Any]) -> tuple[Path, Path]:
         """The final networks (raw and EMA) in the `WALT.save` format, with what `Stage` reads back."""
-        from walt.denoiser.model import CHECKPOINT_KIND
+        from walt.denoiser.transformer import CHECKPOINT_KIND
 
         extra = {"step": self.cfg.steps, **self._weights_extras(), **self.source.export_extras(),
                  **self.objective_extras, **extras}

@@ -4,16 +4,16 @@ The demo is the whole W.A.L.T pipeline in miniature (SPEC §1-3): train a causal
 autoencoder, encode the training clips into a latent cache, train a window-attention
 transformer on the cache, sample class-conditional videos and frame-prediction continuations.
 What makes it fit a 2-core CPU in ~15 minutes is the size of everything: 32x32 clips of 9
-frames with a plainer appearance and faster motions (`walt.demo.data`), an autoencoder with
+frames with a plainer appearance and faster motions (`walt.demo.clips`), an autoencoder with
 spatial factor 4, temporal factor 2, no KL and an L2 loss, a 0.6M-parameter denoiser with patch
 size 2 (80 tokens per clip), and classifier-free guidance 3 on the class. Each choice was
 measured on this project's 2-core machine, and so were the ones that did not help:
 docs/demo/NOTES.md records those probes.
 
-FVD (`walt.demo.fvd`) scores the denoiser's samples with walt.eval's `smoke` protocol (real
+FVD (`walt.demo.fvd_curve`) scores the denoiser's samples with walt.eval's `smoke` protocol (real
 Kinetics-400 I3D) at step 0, at `fvd_checkpoints` of its run and at the end, inside the
 denoiser's time; the I3D costs ~1 CPU-s per clip, so the CPU preset uses 32 clips per set.
-The text-to-video stage (`walt demo --text`, `walt.demo.text`) uses `text_*`.
+The text-to-video stage (`walt demo --text`, `walt.demo.text_stage`) uses `text_*`.
 
 Training stages run against wall-clock deadlines, not step counts: the total budget is split
 by fixed fractions (`vae_fraction`, `final_fraction`; the transformer gets what is left after
@@ -41,12 +41,12 @@ class DemoConfig:
     classes: tuple[str, ...] = CLASS_NAMES
     train_clips: int = 512  # clips encoded into the latent cache (the transformer's training set)
     heldout_clips: int = 16  # clips of another seed: reconstruction metrics, frame-prediction contexts
-    # appearance restriction (walt.demo.data.DemoVideos); () / 1.0 = the full built-in dataset
+    # appearance restriction (walt.demo.clips.DemoVideos); () / 1.0 = the full built-in dataset
     backgrounds: tuple[str, ...] = ("plain", "gradient", "radial")
     textures: tuple[str, ...] = ("two-tone",)
     shapes: tuple[str, ...] = ()  # () = all 8 shapes of the built-in dataset
     shape_scale: float = 1.8
-    speed_scale: float = 2.0  # every motion's rate x this (walt.demo.data.demo_videos); 1.0 = as built in
+    speed_scale: float = 2.0  # every motion's rate x this (walt.demo.clips.demo_videos); 1.0 = as built in
     # ---- stage 1: causal autoencoder (CausalVAE "tiny" preset + these overrides) ----
     vae_overrides: tuple[tuple[str, object], ...] = (
         ("base_channels", 16), ("channel_multipliers", (1, 2, 2)), ("num_res_blocks", 1),
@@ -83,13 +83,13 @@ class DemoConfig:
     score_heldout_clips: int = 256  # held-out clips: the reconstruction ceiling, real clips, feature FD
     classifier_train_clips: int = 1024
     classifier_steps: int = 600
-    # ---- FVD as the denoiser trains (walt.demo.fvd): protocol `smoke` of walt.eval, real Kinetics I3D ----
+    # ---- FVD as the denoiser trains (walt.demo.fvd_curve): protocol `smoke` of walt.eval, real Kinetics I3D ----
     fvd_clips: int = 32  # generated clips per evaluation = real clips per set (the smoke preset has 64); 0 = off
     fvd_at_start: bool = False  # also score the untrained denoiser (the curve's first point)
     fvd_checkpoints: tuple[float, ...] = ()  # fractions of the denoiser's run, besides step 0 and the end
     fvd_sample_steps: int = 50  # DDIM steps of the FVD samples (paper: DDIM 50 for every result)
     fvd_max_share: float = 0.5  # FVD may take at most this share of the denoiser's time left (else fewer points; >= 1: all)
-    # ---- text to video (`walt demo --text`, walt.demo.text): a second denoiser, prompts -> videos ----
+    # ---- text to video (`walt demo --text`, walt.demo.text_stage): a second denoiser, prompts -> videos ----
     text_encoder: str = "minilm"  # walt.text.build_text_encoder spec: all-MiniLM-L6-v2 offline, or "t5:PATH"
     text_guidance_scale: float = 3.0  # classifier-free guidance of the guided text samples
     # ---- budget split (fractions of --minutes) ----

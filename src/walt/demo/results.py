@@ -12,7 +12,7 @@ Measurements, all on clips neither network trained on:
   * frame-prediction PSNR of the generated continuation against the real one, next to the
     "nothing moves" baseline that repeats the context frame: beating it means the predicted
     motion goes the right way.
-  * FVD is measured while the denoiser trains (stage 3, `walt.demo.fvd`); this stage plots it
+  * FVD is measured while the denoiser trains (stage 3, `walt.demo.fvd_curve`); this stage plots it
     (fvd_curve.png) and reports it with its protocol, or the reason it was skipped.
 """
 
@@ -27,8 +27,8 @@ from typing import Any, Callable
 import torch
 
 from walt.config import config_to_dict
-from walt.demo.config import DemoConfig
-from walt.demo.plots import save_fvd_curve, save_labelled_grid, save_training_curves, side_by_side
+from walt.demo.demo_config import DemoConfig
+from walt.demo.pictures import save_fvd_curve, save_labelled_grid, save_training_curves, side_by_side
 from walt.demo.render import vae_recon_term, write_report
 
 OUTPUT_FILES = ("report.md", "report.html", "metrics.json", "samples_grid.png", "predictions_grid.png",
@@ -55,7 +55,7 @@ def write_outputs(cfg: DemoConfig, out: Path, vae, device, seed: int, stages: di
                   run_seconds: Callable[[], float]) -> dict[str, Any]:
     """Sample, measure, write every output file into `out`; returns the summary (also metrics.json)."""
     from walt.cascade.stage import Stage
-    from walt.demo.stages import heldout_dataset
+    from walt.demo.train_stages import heldout_dataset
     from walt.eval.metrics import psnr, ssim
 
     stage = Stage.load(out / "walt" / "walt_ema.safetensors").to(device)
@@ -142,7 +142,7 @@ def demo_classifier(cfg: DemoConfig, vae, seed: int):
     from walt.eval.class_score import ClassifierConfig, classifier_for
 
     ccfg = ClassifierConfig(steps=cfg.classifier_steps, train_clips=cfg.classifier_train_clips, seed=seed)
-    data_key = {"dataset": "walt.demo.data.DemoVideos", "seed": seed, **{k: getattr(cfg, k) for k in (
+    data_key = {"dataset": "walt.demo.clips.DemoVideos", "seed": seed, **{k: getattr(cfg, k) for k in (
         "resolution", "num_frames", "classes", "backgrounds", "textures", "shapes", "shape_scale", "speed_scale")}}
     clf, built = classifier_for(vae, lambda n: _clips(cfg, n, seed), len(cfg.classes), data_key, ccfg)
     return clf, {"cached": built["cached"], "train_clips": ccfg.train_clips, "steps": ccfg.steps,
@@ -150,7 +150,7 @@ def demo_classifier(cfg: DemoConfig, vae, seed: int):
 
 
 def _clips(cfg: DemoConfig, n: int, clip_seed: int):
-    from walt.demo.data import demo_videos
+    from walt.demo.clips import demo_videos
 
     ds = demo_videos(cfg, n, clip_seed)
     return torch.stack([ds[i]["video"] for i in range(n)]), torch.tensor([ds[i]["label"] for i in range(n)])
