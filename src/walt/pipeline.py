@@ -64,6 +64,52 @@ def _as_generators(seeds, batch: int) -> list[torch.Generator]:
 
 
 @torch.no_grad()
+def _conditions(net, B, device, y, guidance_scale, text, text_mask, uncond_text, uncond_text_mask, extra_cond):
+    """The network keyword arguments of the conditional and the unconditional guidance branch."""
+    cfg = net.config
+    cond: dict[str, Any] = {}
+    uncond: dict[str, Any] = {}
+    if y is not None:
+        cond["y"] = y.to(device)
+        uncond["y"] = torch.full_like(cond["y"], int(net.null_class))
+    elif guidance_scale != 1.0 and getattr(cfg, "num_classes", 0):
+        raise ValueError("guidance_scale != 1 needs labels y (the unconditional branch uses the null class)")
+    if text is not None:
+        cond["text"], cond["text_mask"] = text.to(device), None if text_mask is None else text_mask.to(device)
+        if guidance_scale != 1.0:
+            if uncond_text is None:
+                raise ValueError("guidance with text needs uncond_text (e.g. the encoded empty prompt)")
+            uncond["text"] = uncond_text.to(device)
+            uncond["text_mask"] = None if uncond_text_mask is None else uncond_text_mask.to(device)
+    if guidance_scale != 1.0 and not cond:
+        raise ValueError("guidance_scale != 1 needs a condition (y or text); use guidance_scale=1.0")
+    for key, value in (extra_cond or {}).items():
+        if key in cond:
+            raise ValueError(f"extra_cond[{key!r}] clashes with a condition generate() sets itself; pass it there")
+        cond[key] = uncond[key] = value.to(device) if isinstance(value, Tensor) else value
+    return cond, uncond
+
+
+def _context_frames(cfg, context, shape, device, dtype, latent_stats):
+    """Frame prediction: the clean context latents placed in a full-size tensor, and the frame mask."""
+    B, C, T, H, W = shape
+    if not getattr(cfg, "frame_conditioning", False):
+        raise ValueError("context was given but the network has config.frame_conditioning=False")
+    k = context.shape[2] if context.ndim == 5 else -1
+    if context.ndim != 5 or (context.shape[0], context.shape[1], *context.shape[3:]) != (B, C, H, W) or not 1 <= k < T:
+        raise ValueError(
+            f"context must be (B, C, k, H, W) = ({B}, {C}, k, {H}, {W}) with 1 <= k < T={T}, got {tuple(context.shape)}"
+        )
+    context = context.to(device, dtype)
+    if latent_stats is not None:
+        context = latent_stats.normalize(context)
+    ctx_full = torch.zeros(shape, device=device, dtype=dtype)  # (B, C, T, H, W)
+    ctx_full[:, :, :k] = context
+    mask = torch.zeros(B, T, device=device, dtype=dtype)  # (B, T)
+    mask[:, :k] = 1
+    return ctx_full, mask
+
+
 def generate(
     net: nn.Module,
     schedule: DiffusionSchedule,
@@ -121,43 +167,12 @@ def generate(
         raise ValueError(f"y must be (B,) = ({B},) labels, got shape {tuple(y.shape)}")
     gens = _as_generators(seeds, B)
 
-    cond: dict[str, Any] = {}
-    uncond: dict[str, Any] = {}
-    if y is not None:
-        cond["y"] = y.to(device)
-        uncond["y"] = torch.full_like(cond["y"], int(net.null_class))
-    elif guidance_scale != 1.0 and getattr(cfg, "num_classes", 0):
-        raise ValueError("guidance_scale != 1 needs labels y (the unconditional branch uses the null class)")
-    if text is not None:
-        cond["text"], cond["text_mask"] = text.to(device), None if text_mask is None else text_mask.to(device)
-        if guidance_scale != 1.0:
-            if uncond_text is None:
-                raise ValueError("guidance with text needs uncond_text (e.g. the encoded empty prompt)")
-            uncond["text"] = uncond_text.to(device)
-            uncond["text_mask"] = None if uncond_text_mask is None else uncond_text_mask.to(device)
-    if guidance_scale != 1.0 and not cond:
-        raise ValueError("guidance_scale != 1 needs a condition (y or text); use guidance_scale=1.0")
-    for key, value in (extra_cond or {}).items():
-        if key in cond:
-            raise ValueError(f"extra_cond[{key!r}] clashes with a condition generate() sets itself; pass it there")
-        cond[key] = uncond[key] = value.to(device) if isinstance(value, Tensor) else value
-
+    cond, uncond = _conditions(net, B, device, y, guidance_scale, text, text_mask, uncond_text, uncond_text_mask,
+                               extra_cond)
     ctx_full = mask = None
     if context is not None:
-        if not getattr(cfg, "frame_conditioning", False):
-            raise ValueError("context was given but the network has config.frame_conditioning=False")
-        k = context.shape[2] if context.ndim == 5 else -1
-        if context.ndim != 5 or (context.shape[0], context.shape[1], *context.shape[3:]) != (B, C, H, W) or not 1 <= k < T:
-            raise ValueError(
-                f"context must be (B, C, k, H, W) = ({B}, {C}, k, {H}, {W}) with 1 <= k < T={T}, got {tuple(context.shape)}"
-            )
-        context = context.to(device, dtype)
-        if latent_stats is not None:
-            context = latent_stats.normalize(context)
-        ctx_full = torch.zeros(shape, device=device, dtype=dtype)  # (B, C, T, H, W)
-        ctx_full[:, :, :k] = context
-        mask = torch.zeros(B, T, device=device, dtype=dtype)  # (B, T)
-        mask[:, :k] = 1
+        ctx_full, mask = _context_frames(cfg, context, shape, device, dtype, latent_stats)  # (B, C, T, H, W), (B, T)
+        k = context.shape[2]
         # The context conditions both guidance branches (guidance acts on the labels / text only).
         cond.update(cond_frames=ctx_full, cond_mask=mask)
         uncond.update(cond_frames=ctx_full, cond_mask=mask)

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     device = F.pick_device(args.device)
     size_name = args.size or ("paper" if device.type == "cuda" else "cpu")
     from walt.bench import suite
+    from walt.bench.suite_markdown import markdown
 
     if "peers" in only and args.only is not None and not suite.peers_available():
         raise UserError("--only peers needs diffusers: pip install 'walt[peers]' (or leave peers out of --only)")
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         with F.cleanup_if_empty(out, existed):
             result = suite.run_suite(size, device, only, log=lambda m: print(f"walt bench: {m}", flush=True))
             (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-            (out / "bench.md").write_text(suite.markdown(result))
+            (out / "bench.md").write_text(markdown(result))
     finally:
         torch.set_num_threads(threads)
     print(f"walt bench: done in {result['elapsed_s']:.0f} s; wrote {out / 'bench.json'} and {out / 'bench.md'}")

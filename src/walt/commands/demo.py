@@ -79,31 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if preset == "auto":
         preset = "gpu" if device.type == "cuda" else "cpu"
 
-    from walt.data.synthetic import CLASS_NAMES
     from walt.demo import demo_config, run_demo
 
-    overrides = {}
-    if args.resolution is not None:
-        overrides["resolution"] = args.resolution
-    if args.frames is not None:
-        overrides["num_frames"] = args.frames
-    if args.train_clips is not None:
-        overrides["train_clips"] = args.train_clips
-    if args.samples_per_class is not None:
-        if args.samples_per_class < 1:
-            raise UserError(f"--samples-per-class must be >= 1, got {args.samples_per_class}")
-        overrides["samples_per_class"] = args.samples_per_class
-    if args.classes is not None:
-        classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
-        bad = [c for c in classes if c not in CLASS_NAMES]
-        if bad or not classes:
-            raise UserError(f"--classes {args.classes!r}: unknown class {bad[0] if bad else '(none)'}; "
-                            f"choose from {','.join(CLASS_NAMES)}")
-        overrides["classes"] = classes
-    if args.no_fvd:
-        overrides["fvd_clips"] = 0
-    if args.text_encoder is not None:
-        overrides["text_encoder"] = args.text_encoder
+    overrides = _overrides(args)
     text_minutes = 0.0
     if args.text or args.text_minutes is not None:
         text_minutes = 6.0 if args.text_minutes is None else finite_float(args.text_minutes, "--text-minutes",
@@ -118,15 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--resolution {cfg.resolution} is too small for SSIM (11x11 window); use >= 16")
     if device.type == "cpu":
         _set_threads(args.threads)
-    encoder = None
-    if text_minutes > 0:  # load the text encoder before anything is trained: a missing one is a one-line error
-        from walt.text import build_text_encoder
-
-        try:
-            with user_errors("--text: "):
-                encoder = build_text_encoder(cfg.text_encoder, device=device)
-        except ImportError as e:
-            raise UserError(f"--text needs the text extras: {e}; install them with pip install -e '.[text]'") from None
+    # Load the text encoder before anything is trained: a missing one is a one-line error.
+    encoder = _text_encoder(cfg.text_encoder, device) if text_minutes > 0 else None
     if args.make_autoencoder is not None:
         from walt.demo.pretrained import make_autoencoder
 
@@ -151,6 +122,49 @@ def run(args: argparse.Namespace) -> int:
               f"walt demo --resume --out {shlex.quote(str(e.out))}", file=sys.stderr, flush=True)
         return e.exit_code
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    """The `DemoConfig` fields the flags set (resolution, frames, clips, classes, FVD, text encoder)."""
+    from walt.data.synthetic import CLASS_NAMES
+    from walt.errors import UserError
+
+    overrides = {}
+    if args.resolution is not None:
+        overrides["resolution"] = args.resolution
+    if args.frames is not None:
+        overrides["num_frames"] = args.frames
+    if args.train_clips is not None:
+        overrides["train_clips"] = args.train_clips
+    if args.samples_per_class is not None:
+        if args.samples_per_class < 1:
+            raise UserError(f"--samples-per-class must be >= 1, got {args.samples_per_class}")
+        overrides["samples_per_class"] = args.samples_per_class
+    if args.classes is not None:
+        classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+        bad = [c for c in classes if c not in CLASS_NAMES]
+        if bad or not classes:
+            raise UserError(f"--classes {args.classes!r}: unknown class {bad[0] if bad else '(none)'}; "
+                            f"choose from {','.join(CLASS_NAMES)}")
+        overrides["classes"] = classes
+    if args.no_fvd:
+        overrides["fvd_clips"] = 0
+    if args.text_encoder is not None:
+        overrides["text_encoder"] = args.text_encoder
+    return overrides
+
+
+def _text_encoder(name: str, device):
+    """The frozen text encoder of the demo's text stage, or a one-line error naming the extras."""
+    from walt.commands.args import user_errors
+    from walt.errors import UserError
+    from walt.text import build_text_encoder
+
+    try:
+        with user_errors("--text: "):
+            return build_text_encoder(name, device=device)
+    except ImportError as e:
+        raise UserError(f"--text needs the text extras: {e}; install them with pip install -e '.[text]'") from None
 
 
 def _set_threads(threads: int | None) -> None:

@@ -164,21 +164,19 @@ def vae_recon_term(stages: dict[str, Any], recon_type: str) -> tuple[str, float]
     return recon_type, VAELossConfig(recon_type=recon_type).recon_weight
 
 
-def _blocks(s: dict[str, Any]) -> list[tuple]:
-    """The report as a list of (kind, payload) blocks, rendered to Markdown and to HTML."""
-    cfg, st, rec, fp = s["config"], s["stages"], s["reconstruction"], s["frame_prediction"]
-    stage_rows = _stage_rows(s)
-    motion_rows = [[m["class"], _fmt(m["real"], 3), _fmt(m["reconstructed"], 3), _fmt(m["generated"], 3)]
-                   for m in s["motion_energy"]]
-    sz = s["sizes"]
-    classes = ", ".join(cfg["classes"])
-    mach = s["machine"]
+def _machine_line(mach: dict[str, Any]) -> str:
+    """The machine paragraph: CPU, cores, torch and its threads, device, load at start."""
     machine = (f"{mach.get('cpu') or '?'}; {mach.get('logical_cpus', mach.get('cpu_cores'))} cores, torch {mach.get('torch')} "
                f"({mach.get('torch_threads')} threads), device {mach.get('device')}"
                + (f" ({mach['gpu']})" if mach.get("gpu") else "") + f"; {mach.get('platform')}")
     load = mach.get("load_average") or mach.get("load_average_at_start")
     if load:
         machine += f"; load average at start {', '.join(f'{x:.1f}' for x in load)}"
+    return machine
+
+
+def _appearance_line(cfg: dict[str, Any]) -> str:
+    """How the clips differ from the full built-in dataset, if they do."""
     from walt.data.synthetic_scene import BACKGROUNDS, SHAPES, TEXTURES
 
     speed, shapes = cfg.get("speed_scale", 1.0), tuple(cfg.get("shapes") or ())
@@ -191,6 +189,11 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
             f"motions {speed:g}x faster; classes, motions{'' if shapes else ', shapes'} and colours are unchanged.")
     else:
         appearance = "Clips are the full built-in dataset (`walt.data.SyntheticVideos`), no appearance restriction."
+    return appearance
+
+
+def _training_line(cfg: dict[str, Any], st: dict[str, Any]) -> str:
+    """What trained the two networks: which autoencoder, its loss, the denoiser's objective."""
     kind, w = vae_recon_term(st, cfg.get("vae_recon_type", "l1"))
     recon = f"{w:g} x " + {"l1": "L1", "l2": "L2", "l1+l2": "(L1 + L2)"}[kind]
     kl_on = dict(map(tuple, cfg.get("vae_overrides", []))).get("kl", True)
@@ -207,6 +210,18 @@ def _blocks(s: dict[str, Any]) -> list[tuple]:
     training = which + (f"Autoencoder loss: {recon} reconstruction{kl}; no perceptual or adversarial term (no pretrained perceptual network "
                 f"offline; a GAN does not pay off in minutes). Denoiser: v-prediction MSE{shift}, {sc}, "
                 f"frame prediction {cfg['p_frame_pred']:g}, label dropout 0.1, EMA {cfg['walt_ema_decay']:g}.")
+    return training
+
+
+def _blocks(s: dict[str, Any]) -> list[tuple]:
+    """The report as a list of (kind, payload) blocks, rendered to Markdown and to HTML."""
+    cfg, st, rec, fp = s["config"], s["stages"], s["reconstruction"], s["frame_prediction"]
+    stage_rows = _stage_rows(s)
+    motion_rows = [[m["class"], _fmt(m["real"], 3), _fmt(m["reconstructed"], 3), _fmt(m["generated"], 3)]
+                   for m in s["motion_energy"]]
+    sz = s["sizes"]
+    classes = ", ".join(cfg["classes"])
+    machine, appearance, training = _machine_line(s["machine"]), _appearance_line(cfg), _training_line(cfg, st)
     return [
         ("h1", "walt demo report"),
         ("p", f"W.A.L.T in miniature on the built-in procedural dataset, {s['created']}, budget "

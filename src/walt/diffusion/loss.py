@@ -79,6 +79,31 @@ def _null_class(net: nn.Module) -> int:
     return int(null)
 
 
+def _drop_text(text: Tensor, text_mask: Tensor | None, cfg: DiffusionLossConfig, generator, B: int, dev):
+    """(text with dropped samples zeroed, the (B, L) mask of kept tokens, fraction dropped)."""
+    if text.ndim != 3 or text.shape[0] != B:
+        raise ValueError(f"text must be (B, L, D) with B={B}, got shape {tuple(text.shape)}")
+    keep = text.new_ones(text.shape[:2], dtype=torch.bool) if text_mask is None else text_mask.to(dev).bool()
+    drop_text = _rand((B,), generator, dev) < cfg.p_uncond_text  # (B,)
+    keep = keep & ~drop_text[:, None]  # (B, L)
+    return text * keep[..., None].to(text.dtype), keep, drop_text.float().mean()
+
+
+def _frame_prediction_mask(cfg: DiffusionLossConfig, generator, x0: Tensor) -> Tensor:
+    """(B, T) mask of the context frames: the first k of a sample, k drawn from cfg.context_frames
+    with probability cfg.p_frame_pred, else none."""
+    B, T, dev = x0.shape[0], x0.shape[2], x0.device
+    ks = [k for k in cfg.context_frames if k < T]  # images (T = 1) cannot be predicted from context
+    if not ks or cfg.p_frame_pred <= 0:
+        return torch.zeros(B, T, device=dev, dtype=x0.dtype)
+    use = _rand((B,), generator, dev) < cfg.p_frame_pred
+    pick = (_rand((B,), generator, dev) * len(ks)).long().clamp_(max=len(ks) - 1)
+    # Gather ks[pick] with Python scalars: a `torch.tensor(ks, device=dev)` would be a
+    # (synchronising) host-to-device copy every step on an accelerator.
+    k = sum((pick == j).long() * kj for j, kj in enumerate(ks)) * use  # (B,) context length, 0 = none
+    return (torch.arange(T, device=dev)[None, :] < k[:, None]).to(x0.dtype)
+
+
 def diffusion_loss(
     net: nn.Module,
     x0: Tensor,
@@ -142,28 +167,15 @@ def diffusion_loss(
 
     # Text dropout for classifier-free guidance: a dropped sample attends to no text token.
     if text is not None:
-        if text.ndim != 3 or text.shape[0] != B:
-            raise ValueError(f"text must be (B, L, D) with B={B}, got shape {tuple(text.shape)}")
-        keep = text.new_ones(text.shape[:2], dtype=torch.bool) if text_mask is None else text_mask.to(dev).bool()
-        drop_text = _rand((B,), generator, dev) < cfg.p_uncond_text  # (B,)
-        keep = keep & ~drop_text[:, None]  # (B, L)
-        kwargs["text"] = text * keep[..., None].to(text.dtype)
-        kwargs["text_mask"] = keep
-        stats["frac_uncond_text"] = drop_text.float().mean()
+        text, keep, stats["frac_uncond_text"] = _drop_text(text, text_mask, cfg, generator, B, dev)
+        kwargs["text"], kwargs["text_mask"] = text, keep
     elif text_mask is not None:
         raise ValueError("text_mask was given without text")
 
     # Frame prediction: the first k latent frames are given clean, with probability p_fp.
     frame_mask = torch.zeros(B, T, device=dev, dtype=x0.dtype)  # (B, T), 1 = context frame
     if getattr(net_cfg, "frame_conditioning", False):
-        ks = [k for k in cfg.context_frames if k < T]  # images (T = 1) cannot be predicted from context
-        if ks and cfg.p_frame_pred > 0:
-            use = _rand((B,), generator, dev) < cfg.p_frame_pred
-            pick = (_rand((B,), generator, dev) * len(ks)).long().clamp_(max=len(ks) - 1)
-            # Gather ks[pick] with Python scalars: a `torch.tensor(ks, device=dev)` would be a
-            # (synchronising) host-to-device copy every step on an accelerator.
-            k = sum((pick == j).long() * kj for j, kj in enumerate(ks)) * use  # (B,) context length, 0 = none
-            frame_mask = (torch.arange(T, device=dev)[None, :] < k[:, None]).to(x0.dtype)
+        frame_mask = _frame_prediction_mask(cfg, generator, x0)  # (B, T)
         kwargs["cond_frames"] = x0 * frame_mask[:, None, :, None, None]
         kwargs["cond_mask"] = frame_mask
         stats["frac_frame_pred"] = (frame_mask[:, 0] > 0).float().mean()
