@@ -104,6 +104,24 @@ def _frame_prediction_mask(cfg: DiffusionLossConfig, generator, x0: Tensor) -> T
     return (torch.arange(T, device=dev)[None, :] < k[:, None]).to(x0.dtype)
 
 
+def _self_condition(net: nn.Module, x0: Tensor, x_t: Tensor, t: Tensor, a: Tensor, kwargs: dict,
+                    cfg: DiffusionLossConfig, generator) -> tuple[Tensor, Tensor]:
+    """(self_cond, fraction used): the x0 estimate of a pass with a zero self-condition, stop-grad,
+    for a fraction cfg.p_self_cond of the samples; zeros for the others (Chen et al. 2023)."""
+    B, dev = x_t.shape[0], x_t.device
+    self_cond = torch.zeros_like(x0)
+    use_sc = _rand((B,), generator, dev) < cfg.p_self_cond
+    # Skipping the extra pass when no sample uses it is only worth it on the CPU: on an
+    # accelerator `use_sc.any()` would be a host synchronisation every step (and with
+    # p_sc = 0.9 the pass is almost always needed); the result is the same either way.
+    if cfg.p_self_cond > 0 and (dev.type != "cpu" or bool(use_sc.any())):
+        with torch.no_grad():
+            v0 = net(x_t, t, self_cond=self_cond, **kwargs)
+            x0_est = x0_from_v(x_t, v0.to(x_t.dtype), a)
+        self_cond = torch.where(use_sc[:, None, None, None, None], x0_est, self_cond).detach()
+    return self_cond, use_sc.float().mean()
+
+
 def diffusion_loss(
     net: nn.Module,
     x0: Tensor,
@@ -182,18 +200,7 @@ def diffusion_loss(
 
     # Self-conditioning: x0 estimate from a zero self-cond pass, fed back as stop-grad.
     if getattr(net_cfg, "self_conditioning", False):
-        self_cond = torch.zeros_like(x0)
-        use_sc = _rand((B,), generator, dev) < cfg.p_self_cond
-        # Skipping the extra pass when no sample uses it is only worth it on the CPU: on an
-        # accelerator `use_sc.any()` would be a host synchronisation every step (and with
-        # p_sc = 0.9 the pass is almost always needed); the result is the same either way.
-        if cfg.p_self_cond > 0 and (dev.type != "cpu" or bool(use_sc.any())):
-            with torch.no_grad():
-                v0 = net(x_t, t, self_cond=self_cond, **kwargs)
-                x0_est = x0_from_v(x_t, v0.to(x_t.dtype), a)
-            self_cond = torch.where(use_sc[:, None, None, None, None], x0_est, self_cond).detach()
-        kwargs["self_cond"] = self_cond
-        stats["frac_self_cond"] = use_sc.float().mean()
+        kwargs["self_cond"], stats["frac_self_cond"] = _self_condition(net, x0, x_t, t, a, kwargs, cfg, generator)
 
     v_pred = net(x_t, t, **kwargs)  # (B, C, T, H, W)
     if v_pred.shape != x0.shape:
