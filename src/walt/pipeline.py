@@ -162,7 +162,7 @@ def generate(
     shape = tuple(int(s) for s in shape)
     if len(shape) != 5:
         raise ValueError(f"shape must be (B, C, T, H, W), got {shape}")
-    B, C, T, H, W = shape
+    B = shape[0]  # shape is (B, C, T, H, W)
     if y is not None and tuple(y.shape) != (B,):
         raise ValueError(f"y must be (B,) = ({B},) labels, got shape {tuple(y.shape)}")
     gens = _as_generators(seeds, B)
