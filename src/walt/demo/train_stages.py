@@ -90,7 +90,9 @@ def cache_stage(cfg: DemoConfig, out: Path, vae, device: torch.device, seed: int
 
 def build_walt(cfg: DemoConfig, latent_shape, **overrides: Any) -> torch.nn.Module:
     """The denoiser for latents (c, t, h, w): spatial windows = one latent frame, spatiotemporal
-    windows = all frames x a quarter of the frame (the paper's 1x16x16 / 5x8x8 on 16x16 latents)."""
+    windows = all frames x (h/2, w/2) latent cells. Windows count patches and are clamped to the
+    token grid, so at patch 2 that is the whole grid (the CPU preset's 4x4 tokens): its
+    spatiotemporal layers attend over the whole clip, unlike `walt.study.stages.build_walt`."""
     _, t, h, w = latent_shape
     num_classes = overrides.pop("num_classes", len(cfg.classes))
     return recipes.small_walt(latent_shape, num_classes, (1, h, w), (t, max(1, h // 2), max(1, w // 2)),
