@@ -5,7 +5,7 @@ autoencoder, encode the training clips into a latent cache, train a window-atten
 transformer on the cache, sample class-conditional videos and frame-prediction continuations.
 What makes it fit a 2-core CPU in ~15 minutes is the size of everything: 32x32 clips of 9
 frames with a plainer appearance and faster motions (`walt.demo.clips`), an autoencoder with
-spatial factor 4, temporal factor 2, no KL and an L2 loss, a 0.6M-parameter denoiser with patch
+spatial factor 4, temporal factor 2, no KL and an L2 loss, a 2.2M-parameter denoiser with patch
 size 2 (80 tokens per clip), and classifier-free guidance 3 on the class. Each choice was
 measured on this project's 2-core machine, and so were the ones that did not help:
 docs/demo/NOTES.md records those probes.
