@@ -591,3 +591,21 @@ def test_denoiser_imports_no_diffusion_pipeline_or_training_code():
     assert not [m for m in loaded["import"] if m.startswith("walt.cascade")]
     assert not [m for m in loaded["presets"] if m.startswith("walt.cascade")]
     assert "walt.denoiser.transformer" in loaded["import"]
+
+
+def test_mlp_gelu_variants_share_weights_and_differ_slightly():
+    """`mlp_gelu="erf"` swaps only the MLP's activation: the same state dict loads, the outputs differ
+    by the tanh approximation's error (small, not zero), and an unknown name is a ConfigError."""
+    torch.manual_seed(0)
+    exact = tiny(mlp_gelu="erf")
+    for p in exact.parameters():  # zero-initialised output layers would hide the activation
+        torch.nn.init.normal_(p, std=0.2)
+    approx = tiny()
+    approx.load_state_dict(exact.state_dict())
+    assert isinstance(exact.blocks[0].mlp.act, torch.nn.GELU) and exact.blocks[0].mlp.act.approximate == "none"
+    x, t = inputs()
+    a, b = exact(x, t), approx(x, t)
+    diff = (a - b).abs().max().item()
+    assert 0 < diff < 0.05 * a.abs().max().item()
+    with pytest.raises(ConfigError, match="mlp_gelu"):
+        tiny(mlp_gelu="relu")

@@ -33,13 +33,14 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class Mlp(nn.Module):
-    """Linear(D, ratio*D), GELU(tanh), Linear(ratio*D, D)."""
+    """Linear(D, ratio*D), GELU, Linear(ratio*D, D). `gelu`: "tanh" (DiT's approximation) or "erf"
+    (the exact GELU; on CPUs its kernel runs ~2.5x faster forward + backward)."""
 
-    def __init__(self, dim: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, gelu: str = "tanh"):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = nn.GELU(approximate="tanh" if gelu == "tanh" else "none")
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +73,7 @@ class WALTBlock(nn.Module):
         adaln_lora_rank: int = 0,
         use_lora: bool = False,
         cross_attention: bool = False,
+        mlp_gelu: str = "tanh",
     ):
         super().__init__()
         if kind not in ("spatial", "spatiotemporal"):
@@ -86,7 +88,7 @@ class WALTBlock(nn.Module):
         else:
             self.norm_cross = self.cross_attn = None
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(dim, mlp_ratio)
+        self.mlp = Mlp(dim, mlp_ratio, mlp_gelu)
         # Exactly one of the two modulation paths exists (or neither, for AdaLN-LoRA's layer 1).
         self.adaLN_modulation = None
         self.adaLN_lora = None

@@ -92,6 +92,7 @@ class WALT(nn.Module):
                     adaln_lora_rank=cfg.adaln_lora_rank,
                     use_lora=lora and i > 0,
                     cross_attention=self._has_cross_attention(kind),
+                    mlp_gelu=cfg.mlp_gelu,
                 )
             )
         self.final_layer = FinalLayer(d, cfg.patch_size, cfg.in_channels)

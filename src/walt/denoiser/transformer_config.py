@@ -35,6 +35,7 @@ class WALTConfig:
     depth: int = 24
     num_heads: int = 16
     mlp_ratio: float = 4.0
+    mlp_gelu: Literal["tanh", "erf"] = "tanh"  # DiT's tanh-approximate GELU, or the exact one (faster on CPU)
     attention: Literal["window", "full"] = "window"
     spatial_window: tuple[int, int, int] = (1, 16, 16)  # in patches; clamped to the latent at run time
     spatiotemporal_window: tuple[int, int, int] = (5, 8, 8)
@@ -59,6 +60,8 @@ class WALTConfig:
         for key in ("adaln_lora_rank", "num_classes", "text_dim", "lowres_channels"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{name}.{key} must be >= 0, got {getattr(self, key)}")
+        if self.mlp_gelu not in ("tanh", "erf"):
+            raise ConfigError(f"{name}.mlp_gelu must be 'tanh' or 'erf', got {self.mlp_gelu!r}")
         if self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"{name}.hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
