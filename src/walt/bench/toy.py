@@ -11,7 +11,7 @@ chance 0.25). Two amplitude variants:
     the same for every y and only the motion (a second-order statistic) carries the label.
 
 Latents are normalised per channel over the training set, as the project normalises real latents.
-The denoiser (the demo's size, `walt.experiment.recipes.DEMO_DENOISER`) is trained by the project's
+The denoiser (the demo's: `walt.experiment.recipes.DEMO_DENOISER` and `DEMO_FAST`) is trained by the project's
 one training loop, then scored on its EMA weights:
 
   * motion_accuracy: class-conditional samples (DDIM, the demo's guidance) whose motion direction
@@ -100,9 +100,9 @@ def motion_direction(x: torch.Tensor, start: int = 0, speed: float = 0.5) -> tor
 
 
 def _toy_net(s: ToySettings):
-    from walt.experiment.recipes import DEMO_DENOISER, small_walt
+    from walt.experiment.recipes import DEMO_DENOISER, DEMO_FAST, small_walt
 
-    kw = {**DEMO_DENOISER, **dict(s.denoiser)}
+    kw = {**DEMO_DENOISER, **DEMO_FAST, **dict(s.denoiser)}
     return small_walt((8, 5, 8, 8), 4, (1, 8, 8), (5, 8, 8), seed=s.seed, frame_conditioning=True, **kw)
 
 

@@ -6,9 +6,10 @@ transformer on the cache, sample class-conditional videos and frame-prediction c
 What makes it fit a 2-core CPU in ~15 minutes is the size of everything: 32x32 clips of 9
 frames with a plainer appearance and faster motions (`walt.demo.clips`), an autoencoder with
 spatial factor 4, temporal factor 2, no KL and an L2 loss, a 2.2M-parameter denoiser with patch
-size 2 (80 tokens per clip), and classifier-free guidance 3 on the class. Each choice was
-measured on this project's 2-core machine, and so were the ones that did not help:
-docs/demo/NOTES.md records those probes.
+size 2 (80 tokens per clip) trained without self-conditioning and with the exact GELU (more steps
+per minute, `walt.experiment.recipes.DEMO_FAST`), and classifier-free guidance 3 on the class.
+Each choice was measured on this project's 2-core machine, and so were the ones that did not
+help: docs/demo/NOTES.md records those probes.
 
 FVD (`walt.demo.fvd_curve`) scores the denoiser's samples with walt.eval's `smoke` protocol (real
 Kinetics-400 I3D) at step 0, at `fvd_checkpoints` of its run and at the end, inside the
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from walt.config import from_presets
-from walt.experiment.recipes import DEMO_DENOISER
+from walt.experiment.recipes import DEMO_DENOISER, DEMO_FAST
 from walt.data.synthetic import CLASS_NAMES
 
 
@@ -62,10 +63,10 @@ class DemoConfig:
     vae_decoder_noise: float = 0.3  # walt.train.vae.VAETrainConfig.decoder_noise: noise on the decoder's input
     vae_recon_type: str = "l2"  # walt.autoencoder.losses.VAELossConfig.recon_type: "l1" (MAGVIT-v2), "l2", "l1+l2"
     # ---- stage 2: W.A.L.T denoiser (WALT "tiny" preset + these overrides) ----
-    walt_overrides: tuple[tuple[str, object], ...] = tuple(DEMO_DENOISER.items())
+    walt_overrides: tuple[tuple[str, object], ...] = tuple({**DEMO_DENOISER, **DEMO_FAST}.items())
     walt_precision: str = "fast"  # walt.train.precision: bf16 autocast where the CPU runs bf16 natively, else fp32
     walt_batch_size: int = 16
-    walt_lr: float = 2e-3
+    walt_lr: float = 4e-3  # 2e-3 and 6e-3 learned less per minute here (docs/demo/NOTES.md)
     walt_warmup_steps: int = 50
     walt_min_steps: int = 50
     walt_ema_decay: float = 0.995
