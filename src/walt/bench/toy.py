@@ -41,7 +41,7 @@ DIRECTIONS = torch.tensor([[0.0, 1.0], [0.0, -1.0], [1.0, 0.0], [-1.0, 0.0]])  #
 class ToySettings:
     """What the toy trains and how it is scored (defaults: the demo's denoiser and sampling)."""
 
-    steps: int = 2500
+    steps: int = 2000  # fits the 5-minute target on 2 cores (docs/demo/NOTES.md)
     train_clips: int = 512
     eval_clips: int = 64
     batch_size: int = 16
