@@ -161,7 +161,7 @@ def _fmt(v: float, digits: int) -> str:
 
 def recon_markdown(result: dict[str, Any], title: str = "Reconstruction") -> str:
     """Markdown: each number next to its sample count (and, for rFVD, protocol + I3D hash)."""
-    n, (c, t, h, w) = result["num_clips"], result["clip_shape"]
+    n, (_, t, h, w) = result["num_clips"], result["clip_shape"]
     lines = [f"# {title}", "", f"{n} clips of {t}x{h}x{w}; chunk_frames={result['chunk_frames']}.", "",
              "| metric | value | ± std over clips | samples | protocol [hash] | I3D weights sha256 |",
              "|---|---|---|---|---|---|"]
