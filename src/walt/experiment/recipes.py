@@ -21,8 +21,8 @@ import torch
 
 from walt.experiment.budget import read_log, seconds_per_step, train_to_deadline
 
-__all__ = ["DEMO_DENOISER", "DEMO_FAST", "clip_batches", "small_vae", "small_vae_config", "load_small_vae", "cache_stage", "small_walt",
-           "walt_config", "train_vae_to_deadline", "walt_trainer", "train_walt_to_deadline"]
+__all__ = ["DEMO_DENOISER", "DEMO_FAST", "clip_batches", "small_vae", "small_vae_config", "load_small_vae",
+           "cache_stage", "small_walt", "walt_config", "train_vae_to_deadline", "walt_trainer", "train_walt_to_deadline"]
 
 
 # The demo's denoiser size (WALT "tiny" overrides), shared with the latent toy of `walt bench --only toy`
