@@ -141,6 +141,15 @@ def test_demo_config_validation():
     with pytest.raises(ValueError, match="unknown key"):
         demo_config("cpu", resolutoin=32)
     assert demo_config("cpu", resolution=48).resolution == 48
+    with pytest.raises(ValueError, match="walt_timesteps"):
+        DemoConfig(walt_timesteps="cosine")
+
+
+def test_demo_loss_config_carries_the_timestep_choice():
+    default = DemoConfig().walt_loss_config((1, 2))
+    assert (default.timesteps, default.p_frame_pred, default.context_frames) == ("uniform", 0.5, (1, 2))
+    ln = DemoConfig(walt_timesteps="logit_normal", walt_timestep_mean=0.5).walt_loss_config((1,))
+    assert (ln.timesteps, ln.logit_normal_mean, ln.context_frames) == ("logit_normal", 0.5, (1,))
 
 
 def test_motion_energy_grid_and_side_by_side():

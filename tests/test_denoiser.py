@@ -609,3 +609,47 @@ def test_mlp_gelu_variants_share_weights_and_differ_slightly():
     assert 0 < diff < 0.05 * a.abs().max().item()
     with pytest.raises(ConfigError, match="mlp_gelu"):
         tiny(mlp_gelu="relu")
+
+
+def test_class_tokens_are_a_second_label_route_read_by_attention():
+    """class_tokens=K adds a (num_classes + 1, K, D) table: each label's K tokens are keys/values of
+    every attention layer. Changing one label's tokens changes only that label's output; without the
+    option there is no table; it needs a class-conditional network."""
+    net = randomize(tiny(class_tokens=3))
+    assert tuple(net.class_token_table.shape) == (11, 3, 64)
+    assert tiny().class_token_table is None
+    x, t = inputs()
+    y = torch.tensor([3, 5])
+    before = net(x, t, y=y)
+    with torch.no_grad():
+        net.class_token_table[3].add_(1.0)
+    after = net(x, t, y=y)
+    assert not torch.allclose(after[0], before[0])
+    torch.testing.assert_close(after[1], before[1])
+    with torch.no_grad():  # a null-class call (y=None) reads the null row
+        net.class_token_table[net.null_class].add_(1.0)
+    torch.testing.assert_close(net(x, t), net(x, t, y=torch.full((B,), net.null_class)))
+    net(x, t, y=y).sum().backward()
+    assert net.class_token_table.grad[3].abs().sum() > 0 and net.class_token_table.grad[0].abs().sum() == 0
+    with pytest.raises(ConfigError, match="class_tokens"):
+        tiny(num_classes=0, class_tokens=2)
+
+
+def test_window_attention_extra_tokens_are_keys_and_values_only():
+    """WindowAttention(x, extra): each window's queries attend to its own tokens plus the extra ones,
+    with no relative bias towards the extra tokens; the output keeps x's shape."""
+    torch.manual_seed(0)
+    attn = WindowAttention(16, 2, (1, 2, 2), qk_norm="none", rel_pos_bias=False).eval()
+    x = torch.randn(1, 1, 2, 4, 16)  # two (1, 2, 2) windows
+    extra = torch.randn(1, 3, 16)
+    out = attn(x, extra)
+    assert out.shape == x.shape
+    q, k, v = attn.qkv(x.reshape(1, 8, 16)).chunk(3, dim=-1)
+    _, ke, ve = attn.qkv(extra).chunk(3, dim=-1)
+    heads = lambda z: z.reshape(z.shape[0], -1, 2, 8).transpose(1, 2)  # noqa: E731
+    for win, cols in ((0, [0, 1, 4, 5]), (1, [2, 3, 6, 7])):  # token order: (h, w) row-major over 2 x 4
+        kk = torch.cat([k[:, cols], ke], dim=1)
+        vv = torch.cat([v[:, cols], ve], dim=1)
+        ref = F.scaled_dot_product_attention(heads(q[:, cols]), heads(kk), heads(vv))
+        ref = attn.proj(ref.transpose(1, 2).reshape(1, 4, 16))
+        torch.testing.assert_close(out.reshape(1, 8, 16)[:, cols], ref, atol=1e-5, rtol=1e-5)

@@ -222,6 +222,27 @@ def test_loss_deterministic_with_generator_and_uniform_t():
     assert abs(t.float().mean().item() - 499.5) < 15
 
 
+def test_loss_logit_normal_timesteps_concentrate_on_mid_noise():
+    """timesteps='logit_normal': t / T = sigmoid(N(m, s)): median ~ T * sigmoid(m), fewer extreme t than
+    uniform; the uniform default draws exactly (u * T).long() from the generator's first draw."""
+    s = DiffusionSchedule()
+    draws = {}
+    for kind, mean in (("uniform", 0.0), ("logit_normal", 0.0), ("logit_normal", 1.0)):
+        net = SpyNet()
+        cfg = DiffusionLossConfig(timesteps=kind, logit_normal_mean=mean)
+        diffusion_loss(net, _x0(b=4000, c=2, t=1, hw=1), s, cfg=cfg, generator=torch.Generator().manual_seed(0))
+        draws[kind, mean] = net.calls[0]["t"].float()
+    u = torch.rand(4000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws["uniform", 0.0], (u * 1000).long().float())
+    ln0, ln1 = draws["logit_normal", 0.0], draws["logit_normal", 1.0]
+    assert abs(ln0.median().item() - 500) < 25 and abs(ln1.median().item() - 731) < 25  # sigmoid(1) = 0.731
+    tails = lambda t: ((t < 100) | (t >= 900)).float().mean().item()  # noqa: E731
+    assert tails(ln0) < 0.5 * tails(draws["uniform", 0.0])  # uniform: 0.2; logit-normal(0, 1): ~0.03
+    assert ln0.min() >= 0 and ln0.max() <= 999
+    with pytest.raises(ValueError, match="timesteps"):
+        DiffusionLossConfig(timesteps="cosine")
+
+
 def test_loss_self_conditioning():
     s, x0 = DiffusionSchedule(), _x0()
     net = SpyNet(self_conditioning=True)

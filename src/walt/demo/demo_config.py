@@ -72,6 +72,10 @@ class DemoConfig:
     walt_ema_decay: float = 0.995
     walt_snr_shift: float = 1.0  # walt.diffusion.DiffusionConfig.snr_shift: SNR x this at every step; 1 = the paper's schedule
     p_frame_pred: float = 0.5  # frame-prediction conditioning during training (paper: not stated)
+    # walt.diffusion.DiffusionLossConfig.timesteps: "uniform" (the paper's t ~ U) or "logit_normal" (SD3's),
+    # with walt_timestep_mean its logit-space mean
+    walt_timesteps: str = "uniform"
+    walt_timestep_mean: float = 0.0
     # ---- sampling ----
     samples_per_class: int = 2
     sampler: str = "ddim"
@@ -121,10 +125,21 @@ class DemoConfig:
                              f"l1, l2, l1+l2 (got {self.vae_recon_type!r})")
         if self.walt_precision not in ("auto", "fp32", "bf16", "fast"):
             raise ValueError(f"walt_precision must be auto, fp32, bf16 or fast, got {self.walt_precision!r}")
+        if self.walt_timesteps not in ("uniform", "logit_normal") or abs(self.walt_timestep_mean) > 5:
+            raise ValueError(f"walt_timesteps must be uniform or logit_normal and |walt_timestep_mean| <= 5, got "
+                             f"{self.walt_timesteps!r}, {self.walt_timestep_mean}")
         if not 0 < self.walt_snr_shift <= 1000:
             raise ValueError(f"walt_snr_shift must be in (0, 1000], got {self.walt_snr_shift}")
         if self.calibration_steps < 1 or self.calibration_steps > min(self.vae_warmup_steps, self.walt_warmup_steps):
             raise ValueError("calibration_steps must be >= 1 and within both warmups (so timing them changes nothing)")
+
+    def walt_loss_config(self, context_frames: tuple[int, ...]):
+        """The class-conditional denoiser's loss: frame prediction `p_frame_pred` from `context_frames`
+        latent frames, label dropout 0.1, timesteps `walt_timesteps`."""
+        from walt.diffusion import DiffusionLossConfig
+
+        return DiffusionLossConfig(p_frame_pred=self.p_frame_pred, context_frames=context_frames,
+                                   timesteps=self.walt_timesteps, logit_normal_mean=self.walt_timestep_mean)
 
     def vae_kwargs(self) -> dict:
         return dict(self.vae_overrides)

@@ -209,8 +209,15 @@ def _training_line(cfg: dict[str, Any], st: dict[str, Any]) -> str:
              f"Autoencoder: trained in this run ({vae.get('why_not_pretrained') or 'no pretrained one'}). ")
     training = which + (f"Autoencoder loss: {recon} reconstruction{kl}; no perceptual or adversarial term (no pretrained perceptual network "
                 f"offline; a GAN does not pay off in minutes). Denoiser: v-prediction MSE{shift}, {sc}, "
-                f"frame prediction {cfg['p_frame_pred']:g}, label dropout 0.1, EMA {cfg['walt_ema_decay']:g}.")
+                f"frame prediction {cfg['p_frame_pred']:g}, label dropout 0.1, EMA {cfg['walt_ema_decay']:g}, "
+                f"{_timesteps_text(cfg)}.")
     return training
+
+
+def _timesteps_text(cfg: dict[str, Any]) -> str:
+    if cfg.get("walt_timesteps", "uniform") == "uniform":
+        return "timesteps uniform"
+    return f"logit-normal timesteps (mean {cfg.get('walt_timestep_mean', 0.0):g}, std 1)"
 
 
 def _blocks(s: dict[str, Any]) -> list[tuple]:

@@ -114,7 +114,7 @@ def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, 
     the FVD points still ahead of it)."""
     from walt.cascade.stage import Stage
     from walt.data.latent_dataset import LatentDataset
-    from walt.diffusion import DiffusionLossConfig, DiffusionSchedule
+    from walt.diffusion import DiffusionSchedule
     from walt.eval.label_influence import label_influence
     from walt.train.common import latest_checkpoint
 
@@ -124,8 +124,7 @@ def denoiser_stage(cfg: DemoConfig, out: Path, device: torch.device, seed: int, 
     net = build_walt(cfg, ds.latent_shape).to(device)
     contexts = tuple(k for k in (1, 2) if k < ds.latent_shape[1]) or (1,)
     batch = min(cfg.walt_batch_size, len(ds))
-    tcfg = walt_train_config(cfg, seed, batch, DiffusionLossConfig(p_frame_pred=cfg.p_frame_pred,
-                                                                   context_frames=contexts))
+    tcfg = walt_train_config(cfg, seed, batch, cfg.walt_loss_config(contexts))
     t0 = time.time()
     hooks: dict[str, Any] = {}
     resuming = resume and latest_checkpoint(folder / "checkpoints") is not None

@@ -50,11 +50,12 @@ class Mlp(nn.Module):
 class WALTBlock(nn.Module):
     """One spatial- or spatiotemporal-window transformer block.
 
-    forward(x, c, base_mod=None, text=None, text_mask=None)
+    forward(x, c, base_mod=None, text=None, text_mask=None, class_tokens=None)
         x         (B, T, H, W, D) tokens
         c         (B, D) conditioning vector
         base_mod  (B, 6D) shared AdaLN output A^1 (required when the block uses AdaLN-LoRA)
         text      (B, L, D) projected text tokens or None; text_mask (B, L) bool or None
+        class_tokens (B, K, D) label tokens the self-attention also reads (keys/values), or None
         -> (B, T, H, W, D)
 
     A spatiotemporal block returns an image (T == 1) unchanged (paper §3.2: images pass through
@@ -115,13 +116,17 @@ class WALTBlock(nn.Module):
         base_mod: torch.Tensor | None = None,
         text: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
+        class_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.kind == "spatiotemporal" and x.shape[1] == 1:
             return x  # image: identity in spatiotemporal layers
         mod = rearrange(self.modulation(c, base_mod), "b d -> b 1 1 1 d")
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        extra = None
+        if class_tokens is not None:  # (B, K, D): normalised and modulated like the clip's tokens
+            extra = modulate(self.norm1(class_tokens), shift_msa[:, 0, 0], scale_msa[:, 0, 0])
         # Gated residuals x + gate * f(x) as one addcmul each.
-        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa)))  # (B, T, H, W, D)
+        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa), extra))  # (B, T, H, W, D)
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.norm_cross(x), text, text_mask)
         x = torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))

@@ -100,7 +100,8 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = RelativePositionBias(self.window, num_heads) if rel_pos_bias else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """`extra` (B, K, D): tokens every window also attends to (keys/values only), e.g. class tokens."""
         grid = tuple(x.shape[1:4])
         window = resolve_window(self.window, grid)
         tokens = window_partition(x, window)  # (B*nW, N, D)
@@ -111,6 +112,12 @@ class WindowAttention(nn.Module):
             # Broadcast to (B*nW, heads, N, N) as a stride-0 view: CPU SDPA takes a slow path for a
             # (heads, N, N) mask it must broadcast itself (measured 3-4x slower forward on 2 cores).
             bias = self.rel_pos(window).to(q.dtype).expand(q.shape[0], -1, -1, -1)
+        if extra is not None:
+            n_win = tokens.shape[0] // extra.shape[0]
+            _, ke, ve = rearrange(self.qkv(extra), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
+            k, v = _beside_each_window(k, self.k_norm(ke), n_win), _beside_each_window(v, ve, n_win)
+            if bias is not None:  # no relative position to the extra tokens: bias 0
+                bias = F.pad(bias, (0, extra.shape[1]))  # (B*nW, heads, N, N + K)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, heads, N, hd)
         out = self.proj(rearrange(out, "n h l d -> n l (h d)"))
         return window_reverse(out, window, grid)  # (B, T, H, W, D)

@@ -69,6 +69,10 @@ class WALT(nn.Module):
         self.pos_embed = PositionEmbedding(cfg.token_grid, d)
         self.t_embedder = TimestepEmbedder(d, cfg.frequency_embedding_size)
         self.y_embedder = LabelEmbedder(cfg.num_classes, d) if cfg.num_classes > 0 else None
+        # Optional second label route: K tokens per class (null class included) that attention reads.
+        self.class_token_table = (
+            nn.Parameter(torch.zeros(cfg.num_classes + 1, cfg.class_tokens, d)) if cfg.class_tokens > 0 else None
+        )
         self.noise_level_embedder = (
             TimestepEmbedder(d, cfg.frequency_embedding_size) if cfg.lowres_channels > 0 else None
         )
@@ -135,6 +139,8 @@ class WALT(nn.Module):
                 nn.init.normal_(embedder.mlp[2].weight, std=0.02)
         if self.y_embedder is not None:
             nn.init.normal_(self.y_embedder.table.weight, std=0.02)
+        if self.class_token_table is not None:
+            nn.init.normal_(self.class_token_table, std=0.02)
         for m in self.modules():
             if isinstance(m, RelativePositionBias):
                 nn.init.trunc_normal_(m.table, std=0.02)
@@ -270,12 +276,16 @@ class WALT(nn.Module):
             raise ValueError("lowres was given but config.lowres_channels is 0")
         return torch.cat(parts, dim=1)
 
+    def _labels(self, y, batch: int, device) -> torch.Tensor | None:
+        """(B,) labels with None -> the null class; None for an unconditional network."""
+        if self.y_embedder is None:
+            return None
+        return torch.full((batch,), self.null_class, dtype=torch.long, device=device) if y is None else y
+
     def _conditioning_vector(self, t, y, noise_level, batch: int) -> torch.Tensor:
-        """c = t_emb + y_emb (+ noise-level emb) -> (B, D)."""
+        """c = t_emb + y_emb (+ noise-level emb) -> (B, D); `y` from `_labels`."""
         c = self.t_embedder(t)
         if self.y_embedder is not None:
-            if y is None:
-                y = torch.full((batch,), self.null_class, dtype=torch.long, device=t.device)
             if y.shape != (batch,):
                 raise ValueError(f"y must be (B,) = ({batch},) labels, got shape {tuple(y.shape)}")
             if y.dtype.is_floating_point:
@@ -334,15 +344,17 @@ class WALT(nn.Module):
 
         h = self._conditioning_input(x, cond_frames, cond_mask, self_cond, lowres)  # (B, C_in, T, H, W)
         h = self.x_embedder(h) + self.pos_embed(frames)  # (B, T, H', W', D)
+        y = self._labels(y, b, t.device)
         c = self._conditioning_vector(t, y, noise_level, b)  # (B, D)
         text, text_mask = self._text_tokens(text, text_mask, b)  # (B, L, D), (B, L)
         base_mod = self.adaLN_base(c) if self.adaLN_base is not None else None  # (B, 6D)
+        class_tokens = None if self.class_token_table is None else self.class_token_table[y].to(h.dtype)  # (B, K, D)
 
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                h = checkpoint(block, h, c, base_mod, text, text_mask, use_reentrant=False)
+                h = checkpoint(block, h, c, base_mod, text, text_mask, class_tokens, use_reentrant=False)
             else:
-                h = block(h, c, base_mod, text, text_mask)  # (B, T, H', W', D)
+                h = block(h, c, base_mod, text, text_mask, class_tokens)  # (B, T, H', W', D)
 
         h = self.final_layer(h, c)  # (B, T, H', W', p*p*C)
         return unpatchify(h, p)  # (B, C, T, H, W)

@@ -43,6 +43,7 @@ class WALTConfig:
     qk_norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
     adaln_lora_rank: int = 2  # r; 0 = a separate AdaLN MLP per layer
     num_classes: int = 0  # 0 = unconditional; label `num_classes` is the null class
+    class_tokens: int = 0  # > 0: the label also enters as K learned tokens every attention reads (besides AdaLN)
     self_conditioning: bool = True  # input gets concat(x, x0_prev) on channels
     frame_conditioning: bool = False  # input gets concat(mask * cond_frames, mask) on channels
     text_dim: int = 0  # > 0 enables text cross-attention on (B, L, text_dim) token features
@@ -57,9 +58,11 @@ class WALTConfig:
         for key in ("in_channels", "patch_size", "hidden_size", "depth", "num_heads", "frequency_embedding_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{name}.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("adaln_lora_rank", "num_classes", "text_dim", "lowres_channels"):
+        for key in ("adaln_lora_rank", "num_classes", "class_tokens", "text_dim", "lowres_channels"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{name}.{key} must be >= 0, got {getattr(self, key)}")
+        if self.class_tokens and not self.num_classes:
+            raise ConfigError(f"{name}.class_tokens={self.class_tokens} needs a class-conditional network (num_classes > 0)")
         if self.mlp_gelu not in ("tanh", "erf"):
             raise ConfigError(f"{name}.mlp_gelu must be 'tanh' or 'erf', got {self.mlp_gelu!r}")
         if self.hidden_size % self.num_heads:

@@ -49,6 +49,11 @@ class DiffusionLossConfig:
     # terminal SNR paper's v-prediction models do, else the mean there would never be learnt.
     weighting: str = "none"
     min_snr_gamma: float = 5.0
+    # "uniform": the paper's t ~ U{0..T-1}. "logit_normal": t/T = sigmoid(N(mean, std)) (Esser et al.
+    # 2024, SD3 §3.1), which spends the steps on mid noise levels, where layout and motion are decided.
+    timesteps: str = "uniform"
+    logit_normal_mean: float = 0.0
+    logit_normal_std: float = 1.0
 
     def __post_init__(self):
         for name in ("p_self_cond", "p_frame_pred", "p_uncond", "p_uncond_text"):
@@ -60,6 +65,9 @@ class DiffusionLossConfig:
         if self.weighting not in ("none", "min_snr") or not self.min_snr_gamma > 0:
             raise ValueError(f"weighting must be 'none' or 'min_snr' and min_snr_gamma > 0, got "
                              f"{self.weighting!r}, {self.min_snr_gamma}")
+        if self.timesteps not in ("uniform", "logit_normal") or not self.logit_normal_std > 0:
+            raise ValueError(f"timesteps must be 'uniform' or 'logit_normal' and logit_normal_std > 0, got "
+                             f"{self.timesteps!r}, {self.logit_normal_std}")
 
 
 def _rand(shape, generator: torch.Generator | None, device) -> Tensor:
@@ -67,6 +75,16 @@ def _rand(shape, generator: torch.Generator | None, device) -> Tensor:
     if generator is None:
         return torch.rand(shape, device=device)
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def _timesteps(cfg: DiffusionLossConfig, num_timesteps: int, generator, B: int, dev) -> Tensor:
+    """(B,) long training timesteps in [0, num_timesteps): uniform, or logit-normal in t / T."""
+    u = _rand((B,), generator, dev)  # (B,) in [0, 1)
+    if cfg.timesteps == "logit_normal":
+        # Inverse-CDF of the normal on the same uniform draw: one generator call either way.
+        z = torch.special.ndtri(u.double().clamp(1e-7, 1 - 1e-7))
+        u = torch.sigmoid(cfg.logit_normal_mean + cfg.logit_normal_std * z).to(u.dtype)
+    return (u * num_timesteps).long().clamp_(max=num_timesteps - 1)
 
 
 def _null_class(net: nn.Module) -> int:
@@ -161,9 +179,9 @@ def diffusion_loss(
     dev = x0.device
     net_cfg = getattr(net, "config", None)
 
-    # Diffusion: t ~ U{0..T-1}, x_t = sqrt(a) x0 + sqrt(1-a) eps, target v = sqrt(a) eps - sqrt(1-a) x0.
+    # Diffusion: t ~ U{0..T-1} (or cfg.timesteps), x_t = sqrt(a) x0 + sqrt(1-a) eps, target v = sqrt(a) eps - sqrt(1-a) x0.
     if t is None:
-        t = (_rand((B,), generator, dev) * schedule.num_timesteps).long().clamp_(max=schedule.num_timesteps - 1)
+        t = _timesteps(cfg, schedule.num_timesteps, generator, B, dev)
     if noise is None:
         if generator is None:
             noise = torch.randn_like(x0)
